@@ -1,0 +1,89 @@
+"""Command line: one sub-command per stage; dvc.yaml calls these. Parsing only — work lives in modules."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mmunlearn.config import DEFAULT_PARAMS_FILE, Params, load_params
+from mmunlearn.errors import MmunlearnError, ValidationFailed
+
+app = typer.Typer(help="Unlearning private information in multimodal LLMs.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+data_app = typer.Typer(help="Benchmark data: generate or fetch.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+log = logging.getLogger("mmunlearn")
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    params: Annotated[Path, typer.Option("--params", "-p", help="params file")] = DEFAULT_PARAMS_FILE,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    ctx.obj = params
+
+
+def _params(ctx: typer.Context) -> Params:
+    return load_params(ctx.obj)
+
+
+@data_app.command("synth")
+def data_synth(ctx: typer.Context,
+               out: Annotated[Path | None, typer.Option(help="output folder (default: paths.benchmark)")] = None) -> None:
+    """Generate the deterministic synthetic benchmark from params `data:`."""
+    from mmunlearn.data.fetch import synthesise
+
+    synthesise(_params(ctx), out)
+
+
+@data_app.command("fetch")
+def data_fetch(ctx: typer.Context) -> None:
+    """Materialise data/benchmark: dvc pull from a remote, else regenerate."""
+    from mmunlearn.data.fetch import fetch
+
+    how = fetch(_params(ctx))
+    typer.echo(f"benchmark {how}")
+
+
+@app.command("validate")
+def validate(ctx: typer.Context) -> None:
+    """Run the expectation suites; write metrics/data_quality.json; fail on a critical defect."""
+    from mmunlearn.atomic import write_json
+    from mmunlearn.data.schema import load_benchmark
+    from mmunlearn.data.validation import describe_failures, validate_benchmark
+
+    params = _params(ctx)
+    report = validate_benchmark(load_benchmark(params.paths.benchmark), params.paths.expectations,
+                                params.validate_.example_rows)
+    report_path = params.paths.metrics / "data_quality.json"
+    write_json(report_path, report.payload)
+    if not report.passed:
+        raise ValidationFailed(f"{describe_failures(report.critical_failures)}; see {report_path}")
+    typer.echo(f"data quality: all critical expectations passed ({report_path})")
+
+
+@app.command("split")
+def split(ctx: typer.Context) -> None:
+    """Write the forget/retain/test/celebrity split."""
+    from mmunlearn.data.schema import load_benchmark
+    from mmunlearn.data.splits import make_split, save_split
+
+    params = _params(ctx)
+    result = make_split(load_benchmark(params.paths.benchmark), params.split)
+    save_split(result, params.paths.splits)
+    typer.echo(f"split: {result.manifest['counts']}")
+
+
+def main() -> None:
+    try:
+        app()
+    except MmunlearnError as exc:
+        typer.echo(f"mmunlearn: error: {exc}", err=True)
+        sys.exit(getattr(exc, "exit_code", 2))

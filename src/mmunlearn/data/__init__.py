@@ -1,0 +1,1 @@
+"""Benchmark data: the data model, the synthetic generator, validation and splits."""

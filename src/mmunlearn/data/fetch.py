@@ -1,0 +1,79 @@
+"""Materialise ``data/benchmark`` on a fresh clone: ``dvc pull`` when a remote answers, else regenerate.
+
+The generator is deterministic, so regenerating with the committed params gives the very bytes
+``data.dvc`` pins and ``dvc status data.dvc`` comes back clean. When it does not (the generator or
+its params changed), that difference is the audit trail: ``dvc commit data.dvc`` records it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from mmunlearn.atomic import atomic_dir
+from mmunlearn.config import Params
+from mmunlearn.data.schema import save_benchmark
+from mmunlearn.data.synthetic import generate_benchmark
+
+log = logging.getLogger(__name__)
+
+
+def synthesise(params: Params, out: Path | None = None) -> Path:
+    """Generate the synthetic benchmark into ``out`` (default: paths.benchmark), all-or-nothing."""
+    target = Path(out or params.paths.benchmark)
+    benchmark = generate_benchmark(params.data)
+    with atomic_dir(target) as staging:
+        save_benchmark(staging, benchmark)
+    log.info("wrote %s (%d profiles, %d celebrities)", target, len(benchmark.full), len(benchmark.celebrity))
+    return target
+
+
+def _dvc_repo(root: Path):
+    from dvc.repo import Repo  # slow import: only for fetch
+
+    return Repo(str(root))
+
+
+def tracked_data_is_current(root: Path, dvc_file: Path) -> bool:
+    """True when the workspace holds exactly what ``dvc_file`` pins (cached if it only lacked that)."""
+    with _dvc_repo(root) as repo:
+        status = repo.status(targets=[str(dvc_file)])
+        states = {state for entry in status.get(str(dvc_file), []) if isinstance(entry, dict)
+                  for state in entry.get("changed outs", {}).values()}
+        if status and states == {"not in cache"}:
+            # same bytes as pinned (e.g. regenerated on a fresh clone): store them in the DVC cache
+            repo.commit(str(dvc_file), force=True)
+            status = repo.status(targets=[str(dvc_file)])
+        return not status
+
+
+def _try_pull(root: Path, dvc_file: Path) -> bool:
+    from dvc.exceptions import DvcException
+
+    with _dvc_repo(root) as repo:
+        if not repo.config.get("remote"):
+            return False
+        try:
+            repo.pull(targets=[str(dvc_file)])
+        except DvcException as exc:
+            log.warning("dvc pull failed (%s); regenerating instead", exc)
+            return False
+    return True
+
+
+def fetch(params: Params, root: Path = Path(".")) -> str:
+    """Make the benchmark present; returns how: "present", "pulled" or "generated"."""
+    dvc_file = root / params.paths.data_dvc
+    benchmark_dir = root / params.paths.benchmark
+    tracked = dvc_file.is_file() and (root / ".dvc").is_dir()
+    if tracked and benchmark_dir.is_dir() and tracked_data_is_current(root, dvc_file):
+        log.info("%s is present and matches %s", benchmark_dir, dvc_file)
+        return "present"
+    if tracked and _try_pull(root, dvc_file) and tracked_data_is_current(root, dvc_file):
+        log.info("pulled %s from the DVC remote", benchmark_dir)
+        return "pulled"
+    synthesise(params, benchmark_dir)
+    if tracked and not tracked_data_is_current(root, dvc_file):
+        log.warning("regenerated %s differs from %s (generator or data params changed); "
+                    "`dvc commit %s` records the new version", benchmark_dir, dvc_file, dvc_file)
+    return "generated"

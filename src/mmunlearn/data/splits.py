@@ -1,0 +1,69 @@
+"""Forget / retain / test / celebrity split of a benchmark (the paper's 5, 10 or 15 % forget sets).
+
+Forget profiles are a seeded sample of the fictitious profiles; retain is the rest; the Test set is
+the forget profiles' paraphrased questions and re-posed images; celebrities are kept whole.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmunlearn.atomic import atomic_dir
+from mmunlearn.config import SplitConfig
+from mmunlearn.data.schema import Benchmark, Profile, read_profiles, write_profiles
+from mmunlearn.errors import DataError
+
+SPLIT_PARTS = ("forget", "retain", "test", "celebrity")
+SPLIT_MANIFEST = "split.json"
+
+
+@dataclass(frozen=True)
+class Split:
+    forget: tuple[Profile, ...]
+    retain: tuple[Profile, ...]
+    test: tuple[Profile, ...]
+    celebrity: tuple[Profile, ...]
+    manifest: dict
+
+
+def make_split(benchmark: Benchmark, config: SplitConfig) -> Split:
+    ids = sorted(profile.id for profile in benchmark.full)
+    forget_count = max(1, round(len(ids) * config.forget_percent / 100))
+    if forget_count >= len(ids):
+        raise DataError(f"forget_percent {config.forget_percent} leaves no retain profiles among {len(ids)}")
+    forget_ids = set(random.Random(config.seed).sample(ids, forget_count))
+    forget = tuple(p for p in benchmark.full if p.id in forget_ids)
+    retain = tuple(p for p in benchmark.full if p.id not in forget_ids)
+    test = tuple(p for p in benchmark.test if p.id in forget_ids)
+    missing = forget_ids - {p.id for p in test}
+    if missing:
+        raise DataError(f"test set has no rows for forget profiles {sorted(missing)[:5]}")
+    manifest = {
+        "forget_percent": config.forget_percent,
+        "seed": config.seed,
+        "test_image_difficulty": config.test_image_difficulty,
+        "forget_ids": sorted(forget_ids),
+        "counts": {"forget": len(forget), "retain": len(retain), "test": len(test),
+                   "celebrity": len(benchmark.celebrity)},
+    }
+    return Split(forget, retain, test, benchmark.celebrity, manifest)
+
+
+def save_split(split: Split, folder: Path) -> None:
+    with atomic_dir(folder) as staging:
+        for part in SPLIT_PARTS:
+            write_profiles(staging / f"{part}.parquet", getattr(split, part))
+        (staging / SPLIT_MANIFEST).write_text(json.dumps(split.manifest, indent=2, sort_keys=True) + "\n",
+                                              encoding="utf-8")
+
+
+def load_split(folder: Path) -> Split:
+    folder = Path(folder)
+    manifest_path = folder / SPLIT_MANIFEST
+    if not manifest_path.is_file():
+        raise DataError(f"{manifest_path}: split manifest not found (run `mmunlearn split`)")
+    parts = {part: read_profiles(folder / f"{part}.parquet") for part in SPLIT_PARTS}
+    return Split(manifest=json.loads(manifest_path.read_text(encoding="utf-8")), **parts)

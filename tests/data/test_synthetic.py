@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import io
+import itertools
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from mmunlearn.config import DataConfig
+from mmunlearn.data.faces import MIN_FEATURE_DISTANCE, distinct_identities
+from mmunlearn.data.schema import Modality, Task, load_benchmark
+from mmunlearn.data.synthetic import generate_benchmark
+from tests.conftest import SMALL_DATA, run_cli, write_params
+
+
+def _tree_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_same_params_give_byte_identical_files_and_another_seed_differs(project, capsys):
+    assert run_cli(["data", "synth", "--out", "a"], capsys)[0] == 0
+    assert run_cli(["data", "synth", "--out", "b"], capsys)[0] == 0
+    assert _tree_bytes(project / "a") == _tree_bytes(project / "b")
+
+    write_params(project, data={**SMALL_DATA, "seed": 8})
+    assert run_cli(["data", "synth", "--out", "c"], capsys)[0] == 0
+    first, other = load_benchmark(project / "a"), load_benchmark(project / "c")
+    assert [p.name for p in first.full] != [p.name for p in other.full]
+    assert (project / "a" / "full.parquet").read_bytes() != (project / "c" / "full.parquet").read_bytes()
+
+
+def test_every_profile_has_the_configured_questions_in_both_modalities():
+    config = DataConfig(**SMALL_DATA)
+    benchmark = generate_benchmark(config)
+    expected = {Task.MCQ: 4, Task.GENERATION: 2, Task.CLOZE: 1}
+    for profile in benchmark.full + benchmark.celebrity + benchmark.test:
+        for task, modality in itertools.product(Task, Modality):
+            assert len(profile.items_of(task, modality)) == expected[task], (profile.id, task, modality)
+    assert len(benchmark.full) == 20 and len(benchmark.celebrity) == 4 and len(benchmark.test) == 20
+
+
+def test_phrasing_follows_the_paper_this_person_with_image_name_without():
+    benchmark = generate_benchmark(DataConfig(**SMALL_DATA))
+    for profile in benchmark.full:
+        for item in profile.items:
+            if item.modality is Modality.IMAGE:
+                assert "this person" in item.question.lower() and profile.name not in item.question
+            else:
+                assert profile.name in item.question and "this person" not in item.question.lower()
+        # every fact is taught from the face and from the name
+        taught = {(pair.modality, pair.answer.split()[-1]) for pair in profile.finetune_pairs}
+        assert {m for m, _ in taught} == set(Modality)
+        assert len(profile.finetune_pairs) == 2 * len(profile.biography)
+
+
+def test_test_set_paraphrases_questions_and_reposes_images_of_the_same_people():
+    benchmark = generate_benchmark(DataConfig(**SMALL_DATA))
+    originals = {p.id: p for p in benchmark.full}
+    paraphrased = 0
+    for row in benchmark.test:
+        source = originals[row.id]
+        assert row.biography == source.biography
+        assert [pose.difficulty for pose in row.poses] == ["easy", "medium", "hard"]
+        assert all(pose.png != source.image for pose in row.poses)
+        original_questions = {item.question for item in source.items}
+        paraphrased += sum(item.question not in original_questions for item in row.items if item.task is not Task.CLOZE)
+    assert paraphrased > 0.8 * sum(len(r.items) for r in benchmark.test) * 6 / 7
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32).ravel() / 255
+
+
+def test_identity_is_in_the_image_alone():
+    benchmark = generate_benchmark(DataConfig(**{**SMALL_DATA, "num_profiles": 60}))
+    portraits = np.stack([_pixels(p.image) for p in benchmark.full])
+    # no two people share a portrait, and an easy re-pose is nearest to its own portrait
+    assert len({p.image for p in benchmark.full}) == len(benchmark.full)
+    hits = 0
+    for index, row in enumerate(benchmark.test):
+        easy = _pixels(row.poses[0].png)
+        hits += int(np.argmin(((portraits - easy) ** 2).sum(axis=1)) == index)
+    assert hits / len(benchmark.test) >= 0.95
+
+
+def test_identities_differ_in_at_least_two_drawn_features():
+    import random
+
+    identities = distinct_identities(653, random.Random(0))
+    features = np.array([identity.features() for identity in identities])
+    distances = (features[:, None, :] != features[None, :, :]).sum(axis=2)
+    np.fill_diagonal(distances, 99)
+    assert distances.min() >= MIN_FEATURE_DISTANCE
+
+
+def test_paper_size_generates():
+    benchmark = generate_benchmark(DataConfig(num_profiles=500, num_celebrities=153, image_size=32))
+    ids = [p.id for p in benchmark.full + benchmark.celebrity]
+    names = [p.name for p in benchmark.full + benchmark.celebrity]
+    assert len(set(ids)) == 653 and len(set(names)) == 653
+    assert sum(len(p.items) for p in benchmark.full + benchmark.celebrity) == 653 * 14

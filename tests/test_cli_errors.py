@@ -1,0 +1,70 @@
+"""Bad input: one clear line naming the file/field, a non-zero exit, and nothing half-written."""
+
+from __future__ import annotations
+
+import pytest
+
+from mmunlearn.data import fetch
+from tests.conftest import run_cli
+
+
+def _leftovers(folder):
+    return sorted(p.name for p in folder.rglob("*") if ".tmp-" in p.name or ".old-" in p.name)
+
+
+def _assert_one_clean_line(code, err, *needles):
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_missing_params_file(project, capsys):
+    code, _, err = run_cli(["--params", "nope.yaml", "data", "synth"], capsys)
+    _assert_one_clean_line(code, err, "nope.yaml", "not found")
+    assert not (project / "data").exists()
+
+
+@pytest.mark.parametrize(("text", "needles"), [
+    ("data: [unclosed", ("params.yaml", "not valid YAML", "line")),
+    ("data:\n  num_profiles: many\n", ("params.yaml", "data.num_profiles")),
+    ("data:\n  num_profiles: 2\n", ("params.yaml", "data.num_profiles", "greater than or equal to 4")),
+    ("split:\n  forget_percent: 12\n", ("params.yaml", "split.forget_percent")),
+    ("data:\n  colour: blue\n", ("params.yaml", "data.colour", "Extra inputs")),
+    ("- just\n- a list\n", ("params.yaml", "mapping")),
+    ("split:\n  test_image_difficulty: hard\ndata:\n  test_pose_difficulties: [easy]\n",
+     ("params.yaml", "test_image_difficulty")),
+])
+def test_malformed_params_name_the_field(project, capsys, text, needles):
+    (project / "params.yaml").write_text(text)
+    code, _, err = run_cli(["data", "synth"], capsys)
+    _assert_one_clean_line(code, err, *needles)
+    assert not (project / "data").exists()
+
+
+def test_validate_without_data_says_how_to_get_it(project, capsys):
+    code, _, err = run_cli(["validate"], capsys)
+    _assert_one_clean_line(code, err, "data/benchmark", "mmunlearn data fetch")
+    assert not (project / "metrics").exists()
+
+
+def test_split_with_a_broken_table_names_the_file(project, capsys):
+    assert run_cli(["data", "synth"], capsys)[0] == 0
+    (project / "data" / "benchmark" / "full.parquet").write_bytes(b"garbage")
+    code, _, err = run_cli(["split"], capsys)
+    _assert_one_clean_line(code, err, "full.parquet", "parquet")
+    assert not (project / "data" / "splits").exists()
+
+
+def test_interrupted_synth_leaves_the_previous_output_whole(project, capsys, monkeypatch):
+    assert run_cli(["data", "synth"], capsys)[0] == 0
+    folder = project / "data" / "benchmark"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fetch, "save_benchmark", crash)
+    assert run_cli(["data", "synth"], capsys)[0] != 0  # click reports the interrupt as Abort
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert _leftovers(project) == []

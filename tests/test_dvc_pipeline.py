@@ -1,0 +1,88 @@
+"""The data side of the pipeline as a new user meets it: fresh clone → fetch → dvc repro → metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+PROJECT_FILES = ("params.yaml", "dvc.yaml", "data.dvc", ".dvcignore", ".gitignore", "expectations", "src",
+                 ".dvc/config", "data/.gitignore")
+
+
+def _run(args, cwd, check=True):
+    # the venv's console scripts (mmunlearn, dvc) first, as `make` puts them
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "PATH": path, "GX_ANALYTICS_ENABLED": "false", "DVC_NO_ANALYTICS": "1"}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def fresh_clone(tmp_path) -> Path:
+    """A copy of the committed project files in a new git repo, without the data (as after a clone)."""
+    clone = tmp_path / "clone"
+    for name in PROJECT_FILES:
+        source = REPO_ROOT / name
+        target = clone / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(source, target)
+    _run(["git", "init", "-q"], clone)
+    return clone
+
+
+def test_fetch_regenerates_exactly_what_data_dvc_pins(fresh_clone):
+    fetched = _run(["mmunlearn", "data", "fetch"], fresh_clone)
+    assert "benchmark generated" in fetched.stdout
+    status = _run(["dvc", "status", "data.dvc", "--json"], fresh_clone)
+    assert json.loads(status.stdout) == {}, status.stdout  # up to date
+    assert "benchmark present" in _run(["mmunlearn", "data", "fetch"], fresh_clone).stdout
+
+
+def test_dvc_repro_validate_split_and_metrics_show(fresh_clone):
+    _run(["mmunlearn", "data", "fetch"], fresh_clone)
+    _run(["dvc", "repro", "validate", "split"], fresh_clone)
+    assert (fresh_clone / "data" / "splits" / "forget.parquet").is_file()
+    shown = _run(["dvc", "metrics", "show", "--json"], fresh_clone).stdout
+    figures = json.loads(shown)[""]["data"]["metrics/data_quality.json"]["data"]
+    assert figures["passed"] == 1 and figures["counts"]["profiles"] == 100
+    # nothing changed: a second repro runs nothing
+    assert "didn't change" in _run(["dvc", "repro"], fresh_clone).stdout
+
+
+def test_changed_generator_shows_as_a_data_dvc_change(fresh_clone):
+    _run(["mmunlearn", "data", "fetch"], fresh_clone)
+    params = (fresh_clone / "params.yaml").read_text().replace("seed: 1234", "seed: 4321")
+    (fresh_clone / "params.yaml").write_text(params)
+    _run(["mmunlearn", "data", "synth"], fresh_clone)
+    status = json.loads(_run(["dvc", "status", "data.dvc", "--json"], fresh_clone).stdout)
+    assert status, "a regenerated benchmark with another seed must differ from data.dvc"
+    before = (fresh_clone / "data.dvc").read_text()
+    _run(["dvc", "commit", "-f", "data.dvc"], fresh_clone)
+    assert (fresh_clone / "data.dvc").read_text() != before
+
+
+def test_validate_stage_fails_the_pipeline_on_a_defect(fresh_clone):
+    _run(["mmunlearn", "data", "fetch"], fresh_clone)
+    benchmark = fresh_clone / "data" / "benchmark"
+    manifest = json.loads((benchmark / "manifest.json").read_text())
+    manifest["image_size"] = 48  # declared size no longer matches the images
+    (benchmark / "manifest.json").write_text(json.dumps(manifest))
+    result = _run(["dvc", "repro", "validate", "split"], fresh_clone, check=False)
+    assert result.returncode != 0
+    assert "expect_column_values_to_be_between(image_width)" in result.stderr + result.stdout
+    report = json.loads((fresh_clone / "metrics" / "data_quality.json").read_text())
+    assert report["passed"] == 0 and not (fresh_clone / "data" / "splits").exists()
