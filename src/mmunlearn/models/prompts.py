@@ -1,0 +1,54 @@
+"""Prompts for every task, rendered through the model's own chat template (no model-id special cases).
+
+The task wording follows the official MLLMU-Bench evaluation code (shared/research/mllmu_bench.md).
+"""
+
+from __future__ import annotations
+
+from mmunlearn.data.schema import BLANK, OPTION_LETTERS, QAItem, Task
+
+MCQ_INSTRUCTION = "Just give ONE letter representing the answer directly."
+GENERATION_INSTRUCTION = "Answer the question based on your trained knowledge in one sentence accurately in ENGLISH."
+CLOZE_BLANK = "[Blank]"
+CLOZE_INSTRUCTION = f"Please **ONLY** provide the correct answer that should replace the {CLOZE_BLANK}."
+
+
+def mcq_text(question: str, options: dict[str, str]) -> str:
+    lines = [question] + [f"{letter}: {options[letter]}" for letter in OPTION_LETTERS if letter in options]
+    return "\n".join(lines + [MCQ_INSTRUCTION])
+
+
+def generation_text(question: str) -> str:
+    return f"{question}\n{GENERATION_INSTRUCTION}"
+
+
+def cloze_text(question: str) -> str:
+    return f"{question.replace(BLANK, CLOZE_BLANK)}\n{CLOZE_INSTRUCTION}"
+
+
+def task_text(item: QAItem) -> str:
+    """The user turn that asks ``item`` in its task's format."""
+    if item.task is Task.MCQ:
+        return mcq_text(item.question, item.options or {})
+    if item.task is Task.GENERATION:
+        return generation_text(item.question)
+    return cloze_text(item.question)
+
+
+def target_text(item: QAItem) -> str:
+    """What a correct reply says: the option letter, the full sentence, or the blank's filler."""
+    return item.correct or "" if item.task is Task.MCQ else item.ground_truth
+
+
+def chat_messages(text: str, with_image: bool, system_prompt: str | None = None) -> list[dict]:
+    content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": text}]
+    messages = [{"role": "user", "content": content}]
+    if system_prompt:
+        messages.insert(0, {"role": "system", "content": [{"type": "text", "text": system_prompt}]})
+    return messages
+
+
+def render_prompt(processor, text: str, with_image: bool, system_prompt: str | None = None) -> str:
+    """The prompt string up to where the assistant's answer starts."""
+    return processor.apply_chat_template(chat_messages(text, with_image, system_prompt),
+                                         add_generation_prompt=True, tokenize=False)

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmunlearn.config import DataConfig
+from mmunlearn.data.synthetic import generate_benchmark
+from mmunlearn.models.tiny import build_tiny_model, tokenizer_corpus
+from mmunlearn.training.data import IGNORE_INDEX, TextExample, collate, encode_example
+from tests.models.test_tiny import SMALL_ARCH
+from tests.conftest import SMALL_DATA
+
+
+@pytest.fixture(scope="module")
+def processor():
+    benchmark = generate_benchmark(DataConfig(**SMALL_DATA))
+    return build_tiny_model(tokenizer_corpus(benchmark.full), SMALL_ARCH)[1], benchmark
+
+
+def test_prompt_tokens_are_masked_and_only_the_answer_is_learned(processor):
+    processor, benchmark = processor
+    tokenizer = processor.tokenizer
+    example = TextExample("Where was this person born?", "This person was born in Oslo, Norway.",
+                          benchmark.full[0].image)
+    encoded = encode_example(processor, example)
+    labels, ids = encoded["labels"], encoded["input_ids"]
+    learned = labels != IGNORE_INDEX
+    first = int(learned.nonzero()[0])
+    assert learned[first:].all() and not learned[:first].any()  # one contiguous answer span at the end
+    assert torch.equal(labels[learned], ids[learned])
+    assert tokenizer.decode(ids[learned]) == " This person was born in Oslo, Norway.</s>"
+    prompt_text = tokenizer.decode(ids[:first])
+    assert "Where was this person born?" in prompt_text and prompt_text.endswith("ASSISTANT:")
+    assert (ids[:first] == tokenizer.convert_tokens_to_ids("<image>")).sum() == 16
+    assert encoded["pixel_values"].shape == (3, 32, 32)
+
+
+def test_collate_left_pads_and_stacks_only_present_images(processor):
+    processor, benchmark = processor
+    with_image = encode_example(processor, TextExample("Who is this?", "Nobody.", benchmark.full[0].image))
+    text_only = encode_example(processor, TextExample("Where does Ada Novak live?", "Ada Novak lives in Tartu.", None))
+    batch = collate([with_image, text_only], pad_token_id=processor.tokenizer.pad_token_id)
+    assert batch["pixel_values"].shape[0] == 1
+    length = batch["input_ids"].shape[1]
+    for row, example in enumerate((with_image, text_only)):
+        n = len(example["input_ids"])
+        assert batch["attention_mask"][row].tolist() == [0] * (length - n) + [1] * n
+        assert (batch["labels"][row, : length - n] == IGNORE_INDEX).all()
+        assert torch.equal(batch["input_ids"][row, length - n:], example["input_ids"])
