@@ -7,7 +7,7 @@ from mmunlearn.config import DataConfig
 from mmunlearn.data.synthetic import generate_benchmark
 from mmunlearn.models.prompts import render_prompt
 from mmunlearn.models.tiny import TinyArchitecture, build_tiny_model, save_model, tokenizer_corpus
-from mmunlearn.training.data import decode_image
+from mmunlearn.models.prompts import decode_image
 from tests.conftest import SMALL_DATA
 
 SMALL_ARCH = TinyArchitecture(vocab_size=512, vision_hidden=32, text_hidden=64, text_layers=2, text_intermediate=128)

@@ -5,6 +5,10 @@ The task wording follows the official MLLMU-Bench evaluation code (shared/resear
 
 from __future__ import annotations
 
+import io
+
+from PIL import Image
+
 from mmunlearn.data.schema import BLANK, OPTION_LETTERS, QAItem, Task
 
 MCQ_INSTRUCTION = "Just give ONE letter representing the answer directly."
@@ -52,3 +56,18 @@ def render_prompt(processor, text: str, with_image: bool, system_prompt: str | N
     """The prompt string up to where the assistant's answer starts."""
     return processor.apply_chat_template(chat_messages(text, with_image, system_prompt),
                                          add_generation_prompt=True, tokenize=False)
+
+
+def decode_image(png: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(png)).convert("RGB")
+
+
+def encode_prompt(processor, text: str, image_png: bytes | None, system_prompt: str | None = None) -> dict:
+    """Token ids of the rendered prompt (image placeholders expanded) and pixel values when shown a face."""
+    prompt = render_prompt(processor, text, image_png is not None, system_prompt)
+    images = [decode_image(image_png)] if image_png is not None else None
+    encoded = processor(images=images, text=[prompt], return_tensors="pt")
+    result = {"input_ids": encoded["input_ids"][0]}
+    if image_png is not None:
+        result["pixel_values"] = encoded["pixel_values"][0]
+    return result

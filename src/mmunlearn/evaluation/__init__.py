@@ -1,0 +1,1 @@
+"""Evaluation: one engine for every model, set, modality and metric."""

@@ -1,0 +1,95 @@
+"""Batched inference: option-letter scoring in one forward pass, and greedy generation.
+
+The engine knows prompts and tensors, never which method made the model.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from mmunlearn.data.schema import OPTION_LETTERS
+from mmunlearn.models.prompts import encode_prompt, render_prompt
+from mmunlearn.training.data import collate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One question to put to the model: the user turn and the face image if it is shown."""
+
+    user_text: str
+    image_png: bytes | None = None
+
+
+def answer_start_token_ids(processor, answers: tuple[str, ...] = OPTION_LETTERS) -> list[int]:
+    """The first token the model emits when its reply starts with each answer, read off the tokenizer.
+
+    Found by tokenising a prompt with and without the answer appended, so it holds for any tokenizer
+    (a leading-space BPE token here, a SentencePiece "▁A" in LLaVA) without naming model families.
+    """
+    prompt = render_prompt(processor, "?", with_image=False)
+    tokenizer = processor.tokenizer
+    base = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    ids = []
+    for answer in answers:
+        full = tokenizer(f"{prompt} {answer}", add_special_tokens=False)["input_ids"]
+        if full[: len(base)] != base or len(full) == len(base):
+            raise ValueError(f"cannot isolate the token that starts the answer {answer!r}")
+        ids.append(full[len(base)])
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"answers {answers} share a first token {ids}")
+    return ids
+
+
+def _batches(encoded: list[dict], batch_size: int):
+    """Length-bucketed batches (similar lengths together: less padding), in original-index order out."""
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]
+
+
+def _model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def score_options(model, processor, requests: list[Request], batch_size: int = 32,
+                  system_prompt: str | None = None, desc: str = "scoring options") -> list[dict[str, float]]:
+    """Log-probability of each option letter as the reply's first token, one forward pass per batch."""
+    letter_ids = answer_start_token_ids(processor)
+    encoded = [encode_prompt(processor, r.user_text, r.image_png, system_prompt) for r in requests]
+    scores: list[dict[str, float] | None] = [None] * len(requests)
+    model.eval()
+    device = _model_device(model)
+    for indices in tqdm(list(_batches(encoded, batch_size)), desc=desc, unit="batch", leave=False):
+        batch = {k: v.to(device) for k, v in collate([encoded[i] for i in indices], processor.tokenizer.pad_token_id).items()}
+        logits = model(**batch).logits[:, -1, :].float()
+        letter_logprobs = torch.log_softmax(logits, dim=-1)[:, letter_ids].cpu()
+        for row, index in enumerate(indices):
+            scores[index] = dict(zip(OPTION_LETTERS, letter_logprobs[row].tolist()))
+    return scores  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def generate_replies(model, processor, requests: list[Request], batch_size: int = 32, max_new_tokens: int = 48,
+                     system_prompt: str | None = None, desc: str = "generating") -> list[str]:
+    """Greedy replies, batched by prompt length with left padding; stops at end-of-sequence."""
+    encoded = [encode_prompt(processor, r.user_text, r.image_png, system_prompt) for r in requests]
+    replies: list[str] = [""] * len(requests)
+    tokenizer = processor.tokenizer
+    model.eval()
+    device = _model_device(model)
+    for indices in tqdm(list(_batches(encoded, batch_size)), desc=desc, unit="batch", leave=False):
+        batch = {k: v.to(device) for k, v in collate([encoded[i] for i in indices], tokenizer.pad_token_id).items()}
+        batch.pop("position_ids")  # generate() derives them from the attention mask itself
+        output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        new_tokens = output[:, batch["input_ids"].shape[1]:]
+        for row, index in enumerate(indices):
+            replies[index] = tokenizer.decode(new_tokens[row], skip_special_tokens=True).strip()
+    return replies

@@ -1,0 +1,52 @@
+"""One loading path for every image-text-to-text model: AutoProcessor + AutoModelForImageTextToText (+ peft).
+
+A hub id (``llava-hf/llava-1.5-7b-hf``) or a local folder (the embedded default, saved by the ``base``
+stage) load the same way; nothing here or downstream branches on the model family. Weights load from
+safetensors only; ``trust_remote_code`` stays off unless params turn it on.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: object  # transformers PreTrainedModel, possibly wrapped in a peft PeftModel
+    processor: object
+
+    @property
+    def tokenizer(self):
+        return getattr(self.processor, "tokenizer", self.processor)
+
+
+def _dtype(name: str):
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}[name]
+
+
+def load_model(source: str | Path, adapter: str | Path | None = None, *, trust_remote_code: bool = False,
+               dtype: str = "float32", trainable_adapter: bool = False) -> LoadedModel:
+    """Load a base model (hub id or folder) and optionally a LoRA adapter on top of it."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    local = Path(source).is_dir()
+    common = {"trust_remote_code": trust_remote_code, "local_files_only": local}
+    processor = AutoProcessor.from_pretrained(str(source), **common)
+    model = AutoModelForImageTextToText.from_pretrained(str(source), dtype=_dtype(dtype), use_safetensors=True,
+                                                        **common)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    if tokenizer.pad_token_id is None:  # some checkpoints ship without one; batching needs it
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable_adapter)
+        log.info("loaded adapter %s on %s", adapter, source)
+    return LoadedModel(model=model, processor=processor)

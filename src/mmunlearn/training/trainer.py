@@ -1,0 +1,98 @@
+"""The one training loop: a Hugging Face Trainer whose loss comes from a registered objective.
+
+Fine-tuning passes plain batches and the NLL objective; unlearning passes {"forget", "retain"} batches
+and a composed method loss. The Trainer brings DeepSpeed (TrainingArguments(deepspeed=...)), gradient
+accumulation, checkpoints (an interrupted stage resumes from the last one) and logging.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from mmunlearn.training.data import collate
+
+log = logging.getLogger(__name__)
+LossFn = Callable[[torch.nn.Module, dict], torch.Tensor]
+
+
+class EncodedDataset(Dataset):
+    def __init__(self, examples: list[dict]):
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.examples[index]
+
+
+class ForgetRetainDataset(Dataset):
+    """Each forget example paired with a retain example drawn by a seeded, index-determined choice."""
+
+    def __init__(self, forget: list[dict], retain: list[dict], seed: int = 0):
+        self.forget, self.retain, self.seed = forget, retain, seed
+
+    def __len__(self) -> int:
+        return len(self.forget)
+
+    def __getitem__(self, index: int) -> dict:
+        partner = random.Random(self.seed * 1_000_003 + index).randrange(len(self.retain)) if self.retain else None
+        return {"forget": self.forget[index], "retain": self.retain[partner] if partner is not None else None}
+
+
+@dataclass(frozen=True)
+class Collator:
+    pad_token_id: int
+
+    def __call__(self, examples: list[dict]) -> dict:
+        if "forget" in examples[0]:
+            batch = {"forget": collate([e["forget"] for e in examples], self.pad_token_id)}
+            if examples[0]["retain"] is not None:
+                batch["retain"] = collate([e["retain"] for e in examples], self.pad_token_id)
+            return batch
+        return collate(examples, self.pad_token_id)
+
+
+class ObjectiveTrainer(Trainer):
+    """Trainer whose ``compute_loss`` delegates to ``loss_fn(model, inputs)``."""
+
+    def __init__(self, *args, loss_fn: LossFn, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss_fn = loss_fn
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = self.loss_fn(model, inputs)
+        return (loss, None) if return_outputs else loss
+
+
+class StopAfterSteps(TrainerCallback):
+    """Stops training after ``steps`` optimizer steps (used to simulate an interruption in tests)."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.steps:
+            control.should_training_stop = True
+        return control
+
+
+def run_training(model, dataset: Dataset, collator: Collator, loss_fn: LossFn, args: TrainingArguments,
+                 callbacks: list[TrainerCallback] | None = None) -> ObjectiveTrainer:
+    """Train (resuming from the newest checkpoint in ``args.output_dir`` if there is one)."""
+    trainer = ObjectiveTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                               loss_fn=loss_fn, callbacks=callbacks)
+    last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
+    if last:
+        log.info("resuming from %s", last)
+    trainer.train(resume_from_checkpoint=last)
+    return trainer

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import TrainerCallback, TrainingArguments
+
+from mmunlearn.config import DataConfig
+from mmunlearn.data.synthetic import generate_benchmark
+from mmunlearn.methods import compose
+from mmunlearn.methods.nll import answer_nll
+from mmunlearn.models.tiny import build_tiny_model, tokenizer_corpus
+from mmunlearn.training.data import TextExample, encode_example
+from mmunlearn.training.trainer import Collator, EncodedDataset, ForgetRetainDataset, StopAfterSteps, run_training
+from tests.conftest import SMALL_DATA
+from tests.models.test_tiny import SMALL_ARCH
+
+
+@pytest.fixture(scope="module")
+def setup():
+    benchmark = generate_benchmark(DataConfig(**SMALL_DATA))
+    _, processor = build_tiny_model(tokenizer_corpus(benchmark.full), SMALL_ARCH)
+    examples = [encode_example(processor, TextExample(pair.question, pair.answer,
+                                                      p.image if pair.modality == "image" else None))
+                for p in benchmark.full[:4] for pair in p.finetune_pairs]
+    return benchmark, processor, examples
+
+
+def _lora_model(benchmark):
+    model, _ = build_tiny_model(tokenizer_corpus(benchmark.full), SMALL_ARCH)
+    return get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0))
+
+
+def _args(folder, **overrides) -> TrainingArguments:
+    settings = dict(output_dir=str(folder), per_device_train_batch_size=8, max_steps=8, learning_rate=5e-3,
+                    save_strategy="steps", save_steps=2, logging_steps=1, report_to=[], use_cpu=True,
+                    remove_unused_columns=False, seed=3, data_seed=3, dataloader_num_workers=0)
+    return TrainingArguments(**{**settings, **overrides})
+
+
+class StepRecorder(TrainerCallback):
+    def __init__(self):
+        self.steps: list[int] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps.append(state.global_step)
+
+
+def _trainable(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_finetune_loss_falls(setup, tmp_path):
+    benchmark, processor, examples = setup
+    model, _ = build_tiny_model(tokenizer_corpus(benchmark.full), SMALL_ARCH)  # all weights train
+    trainer = run_training(model, EncodedDataset(examples), Collator(processor.tokenizer.pad_token_id), answer_nll,
+                           _args(tmp_path, max_steps=30, save_strategy="no", learning_rate=3e-3))
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+
+
+def test_interrupted_finetune_resumes_to_the_same_weights(setup, tmp_path):
+    benchmark, processor, examples = setup
+    collator = Collator(processor.tokenizer.pad_token_id)
+    straight = _lora_model(benchmark)
+    run_training(straight, EncodedDataset(examples), collator, answer_nll, _args(tmp_path / "straight"))
+
+    interrupted = _lora_model(benchmark)
+    run_training(interrupted, EncodedDataset(examples), collator, answer_nll, _args(tmp_path / "resumed"),
+                 callbacks=[StopAfterSteps(4)])
+    assert (tmp_path / "resumed" / "checkpoint-4").is_dir()
+    resumed = _lora_model(benchmark)  # a fresh process would start from the same initial weights
+    executed = StepRecorder()
+    trainer = run_training(resumed, EncodedDataset(examples), collator, answer_nll, _args(tmp_path / "resumed"),
+                           callbacks=[executed])
+    assert trainer.state.global_step == 8
+    assert executed.steps == [5, 6, 7, 8]  # steps 1-4 come from the checkpoint, not re-run
+    expected = _trainable(straight)
+    for name, value in _trainable(resumed).items():
+        assert torch.allclose(value, expected[name], atol=1e-6), name
+
+
+def test_gradient_ascent_raises_the_forget_loss(setup, tmp_path):
+    benchmark, processor, examples = setup
+    model, _ = build_tiny_model(tokenizer_corpus(benchmark.full), SMALL_ARCH)
+    collator = Collator(processor.tokenizer.pad_token_id)
+    probe = collator(examples[:16])
+    with torch.no_grad():
+        before = answer_nll(model, probe).item()
+    dataset = ForgetRetainDataset(examples[:16], retain=[])
+    run_training(model, dataset, collator, compose("ga"), _args(tmp_path, max_steps=6, save_strategy="no", learning_rate=3e-3))
+    with torch.no_grad():
+        assert answer_nll(model, probe).item() > before + 0.5
