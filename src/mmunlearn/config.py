@@ -82,11 +82,20 @@ class ValidateConfig(_Section):
     example_rows: int = Field(5, ge=1, le=100)
 
 
+class TrackingConfig(_Section):
+    """MLflow: a SQLite store and a local artifact folder in the repo by default (both gitignored)."""
+
+    uri: str = "sqlite:///mlflow.db"
+    artifact_root: Path = Path("mlartifacts")
+    experiment: str = "mmunlearn"
+
+
 class Params(_Section):
     paths: PathsConfig = PathsConfig()
     data: DataConfig = DataConfig()
     split: SplitConfig = SplitConfig()
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    tracking: TrackingConfig = TrackingConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

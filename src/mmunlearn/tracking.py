@@ -1,0 +1,106 @@
+"""MLflow conventions — the only module that calls MLflow's API.
+
+One experiment per study; one run per stage per model (``finetune:vanilla``, ``evaluate:ga``...), with
+every param flattened (``finetune.lora.r``), every metric flattened (``forget.image.mcq_acc``), tags
+for the git commit and the data.dvc hash, and adapters/reports as artifacts. Secrets never reach it:
+params pass through ``public_params`` first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from mmunlearn.config import TrackingConfig
+
+log = logging.getLogger(__name__)
+SECRET_MARKERS = ("api_key", "apikey", "secret", "token", "password")
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"forget": {"image": {"mcq_acc": 0.9}}} → {"forget.image.mcq_acc": 0.9}."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name))
+        else:
+            flat[name] = value
+    return flat
+
+
+def public_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Flattened params without anything that looks like a credential."""
+    return {k: v for k, v in flatten(params).items() if not any(m in k.lower() for m in SECRET_MARKERS)}
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _data_hash(data_dvc: Path) -> str:
+    import yaml
+
+    try:
+        outs = yaml.safe_load(data_dvc.read_text())["outs"]
+        return str(outs[0]["md5"])
+    except (OSError, KeyError, IndexError, TypeError, yaml.YAMLError):
+        return "unknown"
+
+
+def _experiment_id(config: TrackingConfig) -> str:
+    import mlflow
+
+    mlflow.set_tracking_uri(config.uri)
+    experiment = mlflow.get_experiment_by_name(config.experiment)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = Path(config.artifact_root).resolve().as_uri()
+    return mlflow.create_experiment(config.experiment, artifact_location=location)
+
+
+@contextlib.contextmanager
+def stage_run(config: TrackingConfig, stage: str, model_name: str, params: Mapping[str, Any],
+              data_dvc: Path = Path("data.dvc")) -> Iterator[Any]:
+    """An MLflow run for one stage of one model, with params and provenance tags logged."""
+    import mlflow
+
+    experiment_id = _experiment_id(config)
+    tags = {"stage": stage, "model": model_name, "git_commit": _git_commit(), "data_dvc_md5": _data_hash(data_dvc)}
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{stage}:{model_name}", tags=tags) as run:
+        flat = {k: str(v)[:6000] for k, v in public_params(params).items()}
+        for start in range(0, len(flat), 100):  # MLflow's batch limit
+            mlflow.log_params(dict(list(flat.items())[start:start + 100]))
+        yield run
+
+
+def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
+    import mlflow
+
+    numeric = {k: float(v) for k, v in flatten(metrics).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    mlflow.log_metrics(numeric, step=step)
+
+
+def log_artifacts(folder: Path, artifact_path: str) -> None:
+    import mlflow
+
+    mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
+
+
+def find_runs(config: TrackingConfig, stage: str | None = None) -> list[Any]:
+    """Runs of the study's experiment (newest first), optionally of one stage — read via the client."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=config.uri)
+    experiment = client.get_experiment_by_name(config.experiment)
+    if experiment is None:
+        return []
+    query = f"tags.stage = '{stage}'" if stage else ""
+    return client.search_runs([experiment.experiment_id], filter_string=query, order_by=["start_time DESC"])
