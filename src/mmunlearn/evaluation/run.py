@@ -1,0 +1,86 @@
+"""The one evaluation loop: every set × modality × metric of one model, in two batched passes.
+
+All multiple-choice items (every set, both modalities) go through one option-scoring pass; all
+generation and fill-in-the-blank items through one generation pass; then each registered metric is
+averaged per set × modality. Test-set image questions show the re-posed face of the configured rung.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from mmunlearn.data.schema import Modality, Profile, QAItem, Task
+from mmunlearn.data.splits import Split
+from mmunlearn.evaluation.engine import Request, generate_replies, score_options
+from mmunlearn.evaluation.metrics import METRICS
+from mmunlearn.models.prompts import task_text
+
+EVALUATED_SETS = ("forget", "test", "retain", "celebrity")
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    batch_size: int = 32
+    max_new_tokens: int = 48
+    system_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class Question:
+    set_name: str
+    profile: Profile
+    item: QAItem
+    request: Request
+
+
+def _image_for(profile: Profile, set_name: str, difficulty: str) -> bytes:
+    if set_name == "test":
+        for pose in profile.poses:
+            if pose.difficulty == difficulty:
+                return pose.png
+    return profile.image
+
+
+def questions_of(split: Split) -> list[Question]:
+    difficulty = split.manifest.get("test_image_difficulty", "medium")
+    questions = []
+    for set_name in EVALUATED_SETS:
+        for profile in getattr(split, set_name):
+            for item in profile.items:
+                image = _image_for(profile, set_name, difficulty) if item.modality is Modality.IMAGE else None
+                questions.append(Question(set_name, profile, item, Request(task_text(item), image)))
+    return questions
+
+
+def evaluate(model, processor, split: Split, settings: EvaluationSettings = EvaluationSettings()):
+    """Return ({set: {modality: {metric: mean}}}, per-question records)."""
+    questions = questions_of(split)
+    scored = [q for q in questions if q.item.task is Task.MCQ]
+    generated = [q for q in questions if q.item.task is not Task.MCQ]
+    outputs: dict[int, object] = {}
+    letter_scores = score_options(model, processor, [q.request for q in scored], settings.batch_size,
+                                  settings.system_prompt, desc="multiple choice")
+    replies = generate_replies(model, processor, [q.request for q in generated], settings.batch_size,
+                               settings.max_new_tokens, settings.system_prompt, desc="generation + cloze")
+    outputs.update({id(q): s for q, s in zip(scored, letter_scores)})
+    outputs.update({id(q): r for q, r in zip(generated, replies)})
+
+    sums: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    records = []
+    for question in questions:
+        for metric in METRICS.values():
+            if metric.task is question.item.task:
+                value = metric.score(question.item, outputs[id(question)])
+                sums[(question.set_name, str(question.item.modality), metric.name)].append(value)
+                output = outputs[id(question)]
+                records.append({"set": question.set_name, "profile_id": question.profile.id,
+                                "modality": str(question.item.modality), "task": str(question.item.task),
+                                "question": question.item.question, "truth": question.item.correct or question.item.ground_truth,
+                                "output": max(output, key=output.get) if isinstance(output, dict) else output,
+                                "metric": metric.name, "score": value})
+    results: dict = {}
+    for (set_name, modality, metric), values in sorted(sums.items()):
+        results.setdefault(set_name, {}).setdefault(modality, {})[metric] = sum(values) / len(values)
+        results[set_name][modality][f"n_{metric}"] = len(values)
+    return results, records
