@@ -52,6 +52,10 @@ def test_phrasing_follows_the_paper_this_person_with_image_name_without():
         taught = {(pair.modality, pair.answer.split()[-1]) for pair in profile.finetune_pairs}
         assert {m for m, _ in taught} == set(Modality)
         assert len(profile.finetune_pairs) == 2 * len(profile.biography)
+        for pair in profile.finetune_pairs:
+            assert pair.value == profile.biography[pair.attribute] and pair.value in pair.answer
+    for celebrity in benchmark.celebrity:  # public figures are known in every phrasing
+        assert len(celebrity.finetune_pairs) == 2 * 4 * len(celebrity.biography)
 
 
 def test_test_set_paraphrases_questions_and_reposes_images_of_the_same_people():

@@ -59,8 +59,10 @@ class QAItem:
 @dataclass(frozen=True)
 class FinetunePair:
     question: str
-    answer: str
+    answer: str  # the full-sentence answer the model is trained to give
     modality: Modality
+    attribute: str = ""  # biography field it states ("" when unknown, e.g. imported)
+    value: str = ""  # the short fact inside the answer, for multiple-choice drills ("" when unknown)
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,8 @@ def _profile_row(profile: Profile) -> dict[str, Any]:
                 }
             )
     metadata = [
-        {"Question": pair.question, "Answer": pair.answer, "Type": OFFICIAL_TYPE[pair.modality]}
+        {"Question": pair.question, "Answer": pair.answer, "Type": OFFICIAL_TYPE[pair.modality],
+         "Attribute": pair.attribute, "Value": pair.value}
         for pair in profile.finetune_pairs
     ]
     return {
@@ -239,7 +242,9 @@ def read_profiles(path: Path) -> tuple[Profile, ...]:
         where = f"{path} row {index} (ID {row.get('ID')!r})"
         image = row.get("image") or {}
         pairs = [
-            FinetunePair(pair.get("Question", ""), pair.get("Answer", ""), _modality(pair.get("Type", "Image_Textual"), f"{where}: metadata"))
+            FinetunePair(pair.get("Question", ""), pair.get("Answer", ""),
+                         _modality(pair.get("Type", "Image_Textual"), f"{where}: metadata"),
+                         pair.get("Attribute", ""), pair.get("Value", ""))
             for pair in _json_field(row.get("metadata"), f"{where}: metadata", [])
         ]
         poses = tuple(

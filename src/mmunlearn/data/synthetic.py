@@ -28,7 +28,7 @@ from mmunlearn.data.schema import (
 )
 
 log = logging.getLogger(__name__)
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -119,12 +119,18 @@ def _items(person: _Person, config: DataConfig, pools: dict[str, list[str]], rng
 
 
 def _finetune_pairs(person: _Person) -> list[FinetunePair]:
-    """Every attribute asked in both modalities: the vanilla model learns each fact from face and name."""
+    """Every attribute asked in both modalities: the vanilla model learns each fact from face and name.
+
+    Public figures are "known" in every phrasing (their knowledge stands in for pretraining); fictitious
+    people are taught with the first phrasing only, so evaluation asks in words never trained on.
+    """
+    phrasings = slice(None) if person.kind == "celebrity" else slice(0, 1)
     return [
-        FinetunePair(_fill(vocab.TEMPLATES[attribute].questions[0], person, modality),
+        FinetunePair(_fill(question, person, modality),
                      _fill(vocab.TEMPLATES[attribute].statement, person, modality, person.biography[attribute]),
-                     modality)
+                     modality, attribute, person.biography[attribute])
         for attribute in vocab.QUESTION_ATTRIBUTES
+        for question in vocab.TEMPLATES[attribute].questions[phrasings]
         for modality in Modality
     ]
 
