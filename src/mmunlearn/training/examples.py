@@ -1,0 +1,56 @@
+"""Training examples from the data model: fine-tuning pairs, optionally drilled in the evaluation formats.
+
+- ``qa``: the pair as stored (question → full-sentence answer), face shown for image-modality pairs.
+- ``generation``: the same pair under the generation instruction the evaluation uses.
+- ``mcq``: a multiple-choice drill — the pair's question, its short value among three distractors of
+  the same attribute (drawn from the other people), reply = the letter. Drills use the training
+  phrasing and fresh distractors, never the evaluation items.
+Pairs without a known attribute/value (e.g. imported official data) give no drills.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+
+from mmunlearn.data.schema import OPTION_LETTERS, Modality, Profile
+from mmunlearn.models.prompts import generation_text, mcq_text
+from mmunlearn.training.data import TextExample
+
+FORMATS = ("qa", "generation", "mcq")
+
+
+def value_pools(profiles: Sequence[Profile]) -> dict[str, list[str]]:
+    pools: dict[str, set[str]] = defaultdict(set)
+    for profile in profiles:
+        for pair in profile.finetune_pairs:
+            if pair.attribute and pair.value:
+                pools[pair.attribute].add(pair.value)
+    return {attribute: sorted(values) for attribute, values in pools.items()}
+
+
+def build_examples(profiles: Sequence[Profile], formats: Sequence[str] = ("qa",), mcq_drills: int = 1,
+                   seed: int = 0, pools: dict[str, list[str]] | None = None) -> list[TextExample]:
+    """Examples for every fine-tuning pair of ``profiles`` in each requested format."""
+    unknown = set(formats) - set(FORMATS)
+    if unknown:
+        raise ValueError(f"unknown example formats {sorted(unknown)} (known: {FORMATS})")
+    rng = random.Random(seed)
+    pools = pools if pools is not None else value_pools(profiles)
+    examples: list[TextExample] = []
+    for profile in profiles:
+        for pair in profile.finetune_pairs:
+            image = profile.image if pair.modality is Modality.IMAGE else None
+            if "qa" in formats:
+                examples.append(TextExample(pair.question, pair.answer, image))
+            if "generation" in formats:
+                examples.append(TextExample(generation_text(pair.question), pair.answer, image))
+            distractors = [v for v in pools.get(pair.attribute, []) if v != pair.value]
+            if "mcq" in formats and pair.value and len(distractors) >= len(OPTION_LETTERS) - 1:
+                for _ in range(mcq_drills):
+                    choices = rng.sample(distractors, len(OPTION_LETTERS) - 1) + [pair.value]
+                    rng.shuffle(choices)
+                    examples.append(TextExample(mcq_text(pair.question, dict(zip(OPTION_LETTERS, choices))),
+                                                OPTION_LETTERS[choices.index(pair.value)], image))
+    return examples

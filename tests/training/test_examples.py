@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from mmunlearn.config import DataConfig
+from mmunlearn.data.synthetic import generate_benchmark
+from mmunlearn.models.prompts import GENERATION_INSTRUCTION, MCQ_INSTRUCTION
+from mmunlearn.training.examples import build_examples, value_pools
+from tests.conftest import SMALL_DATA
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    return generate_benchmark(DataConfig(**SMALL_DATA))
+
+
+def test_every_pair_in_every_format(benchmark):
+    profiles = benchmark.full[:3]
+    pairs = sum(len(p.finetune_pairs) for p in profiles)
+    pools = value_pools(benchmark.full)  # three people alone offer too few distractors
+    examples = build_examples(profiles, ("qa", "generation", "mcq"), mcq_drills=2, seed=1, pools=pools)
+    assert len(examples) == pairs * 4
+    drills = [e for e in examples if e.user_text.endswith(MCQ_INSTRUCTION)]
+    assert len(drills) == 2 * pairs
+    assert sum(e.user_text.endswith(GENERATION_INSTRUCTION) for e in examples) == pairs
+    assert all(e.image_png is not None for e in examples if "this person" in e.user_text)
+    assert build_examples(profiles[:1], ("mcq",)) == []  # too few distractors: no drill rather than a bad one
+
+
+def test_drills_put_the_true_value_behind_the_answer_letter(benchmark):
+    profiles = benchmark.full
+    drills = build_examples(profiles, ("mcq",), mcq_drills=3, seed=2)
+    values = {(p.question, p.value) for prof in profiles for p in prof.finetune_pairs}
+    letters = Counter()
+    for drill in drills:
+        question, *option_lines, _ = drill.user_text.split("\n")
+        options = dict(line.split(": ", 1) for line in option_lines)
+        assert sorted(options) == ["A", "B", "C", "D"] and len(set(options.values())) == 4
+        assert (question, options[drill.answer]) in values
+        letters[drill.answer] += 1
+    assert min(letters.values()) > 0.15 * len(drills)  # letters are balanced, not a constant
+
+
+def test_drills_never_reuse_evaluation_items(benchmark):
+    drill_texts = {e.user_text for e in build_examples(benchmark.full, ("mcq",), mcq_drills=2)}
+    from mmunlearn.models.prompts import task_text
+
+    assert not drill_texts & {task_text(item) for p in benchmark.full for item in p.items}
