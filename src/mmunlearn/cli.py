@@ -81,6 +81,48 @@ def split(ctx: typer.Context) -> None:
     typer.echo(f"split: {result.manifest['counts']}")
 
 
+@app.command("base")
+def base(ctx: typer.Context) -> None:
+    """Build (tiny default) or resolve (hub id / folder) the starting model."""
+    from mmunlearn.models.base import build_base
+
+    typer.echo(f"base: {build_base(_params(ctx))}")
+
+
+@app.command("finetune")
+def finetune(ctx: typer.Context) -> None:
+    """LoRA-fine-tune the vanilla model on every fictitious profile."""
+    from mmunlearn.training.stages import finetune as run_finetune
+
+    typer.echo(f"finetune: {run_finetune(_params(ctx))}")
+
+
+@app.command("unlearn")
+def unlearn(ctx: typer.Context, method: Annotated[str, typer.Option(help="a key of params.yaml unlearn:")]) -> None:
+    """Unlearn the forget set from the vanilla model with one method."""
+    from mmunlearn.training.stages import unlearn as run_unlearn
+
+    typer.echo(f"unlearn: {run_unlearn(_params(ctx), method)}")
+
+
+@app.command("evaluate")
+def evaluate(ctx: typer.Context, model: Annotated[str, typer.Option(help="vanilla or a method name")]) -> None:
+    """Evaluate one model on every set, modality and metric."""
+    from mmunlearn.evaluation.stage import evaluate_stage, metrics_path
+
+    params = _params(ctx)
+    evaluate_stage(params, model)
+    typer.echo(f"evaluate: {metrics_path(params, model)}")
+
+
+@app.command("report")
+def report(ctx: typer.Context) -> None:
+    """Write the Table-2-style report from every evaluated model's metrics."""
+    from mmunlearn.report import write_report
+
+    typer.echo(f"report: {write_report(_params(ctx))}")
+
+
 def main() -> None:
     try:
         app()

@@ -25,6 +25,8 @@ class PathsConfig(_Section):
     """Where each stage reads and writes, relative to the repository root."""
 
     benchmark: Path = Path("data/benchmark")
+    models: Path = Path("models")  # base/, vanilla/, <method>/ adapters
+    checkpoints: Path = Path("checkpoints")  # resumable training state (not a pipeline output)
     splits: Path = Path("data/splits")
     expectations: Path = Path("expectations")
     metrics: Path = Path("metrics")
@@ -82,6 +84,85 @@ class ValidateConfig(_Section):
     example_rows: int = Field(5, ge=1, le=100)
 
 
+class TinyModelConfig(_Section):
+    """Sizes of the embedded default (see models/tiny.py)."""
+
+    vocab_size: int = Field(1024, ge=300)
+    image_size: int = 32
+    patch_size: int = 8
+    vision_hidden: int = 64
+    vision_layers: int = 2
+    vision_heads: int = 4
+    text_hidden: int = 128
+    text_layers: int = 4
+    text_heads: int = 4
+    text_intermediate: int = 384
+    max_positions: int = 256
+    seed: int = 0
+
+
+class ModelConfig(_Section):
+    """``name: tiny`` builds the embedded default; anything else is a hub id or a local folder."""
+
+    name: str = "tiny"
+    trust_remote_code: bool = False
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    tiny: TinyModelConfig = TinyModelConfig()
+
+
+class TrainConfig(_Section):
+    """Optimiser settings shared by every training stage (HF TrainingArguments underneath)."""
+
+    epochs: float = Field(1.0, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(16, ge=1)
+    gradient_accumulation: int = Field(1, ge=1)
+    warmup_steps: int = Field(0, ge=0)
+    max_grad_norm: float = 1.0
+    save_steps: int = Field(200, ge=1)
+    seed: int = 0
+    deepspeed: Path | None = None  # a ZeRO JSON in configs/deepspeed/ for multi-GPU runs
+
+
+class BaseConfig(TrainConfig):
+    """Pretraining of the tiny default on the public figures (skipped for hub models)."""
+
+    formats: tuple[Literal["qa", "generation", "mcq"], ...] = ("qa", "generation", "mcq")
+    mcq_drills: int = Field(2, ge=0)
+
+
+class LoraSettings(_Section):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: str | tuple[str, ...] = "all-linear"  # every linear layer but the LM head
+
+
+class FinetuneConfig(TrainConfig):
+    """The vanilla model: LoRA on every fictitious profile (forget + retain)."""
+
+    formats: tuple[Literal["qa", "generation", "mcq"], ...] = ("qa", "mcq")
+    mcq_drills: int = Field(1, ge=0)
+    lora: LoraSettings = LoraSettings()
+
+
+class MethodConfig(TrainConfig):
+    """An unlearning method: a forget objective plus an optional retain regulariser, with weights."""
+
+    forget: str = "ga"
+    retain: str | None = None
+    forget_weight: float = 1.0
+    retain_weight: float = 1.0
+    formats: tuple[Literal["qa", "generation", "mcq"], ...] = ("qa",)
+    mcq_drills: int = Field(0, ge=0)
+
+
+class EvaluationConfig(_Section):
+    models: tuple[str, ...] = ("vanilla", "ga")  # what evaluate@ runs on: "vanilla" and unlearn methods
+    batch_size: int = Field(32, ge=1)
+    max_new_tokens: int = Field(48, ge=1)
+
+
 class TrackingConfig(_Section):
     """MLflow: a SQLite store and a local artifact folder in the repo by default (both gitignored)."""
 
@@ -96,8 +177,23 @@ class Params(_Section):
     split: SplitConfig = SplitConfig()
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
     tracking: TrackingConfig = TrackingConfig()
+    model: ModelConfig = ModelConfig()
+    base: BaseConfig = BaseConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    unlearn: dict[str, MethodConfig] = Field(default_factory=lambda: {"ga": MethodConfig()})
+    evaluation: EvaluationConfig = EvaluationConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _method_names_are_not_reserved(self) -> Params:
+        reserved = {"base", "vanilla"} & set(self.unlearn)
+        if reserved:
+            raise ValueError(f"unlearn: method names {sorted(reserved)} are reserved for other models")
+        unknown = set(self.evaluation.models) - {"vanilla", *self.unlearn}
+        if unknown:
+            raise ValueError(f"evaluation.models: {sorted(unknown)} are neither 'vanilla' nor an unlearn method")
+        return self
 
     @model_validator(mode="after")
     def _difficulty_is_generated(self) -> Params:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 
+from mmunlearn.atomic import write_text
+from mmunlearn.config import Params
+from mmunlearn.errors import DataError
 from mmunlearn.evaluation.run import EVALUATED_SETS
 
 COLUMNS = (("mcq_acc", "Class. ↑"), ("rouge_l", "ROUGE-L"), ("factuality", "Fact."), ("cloze_acc", "Cloze"))
@@ -46,3 +51,27 @@ def csv_table(results_by_model: Mapping[str, Mapping]) -> str:
                 cell = results.get(set_name, {}).get(modality, {})
                 lines += [f"{model},{modality},{set_name},{metric},{cell.get(metric, '')}" for metric, _ in COLUMNS]
     return "\n".join(lines) + "\n"
+
+
+MODEL_TITLES = {"vanilla": "Vanilla", "ga": "GA"}
+
+
+def write_report(params: Params) -> Path:
+    """reports/table.md + .csv from metrics/<model>.json of every evaluated model; logged to MLflow."""
+    from mmunlearn import tracking
+    from mmunlearn.evaluation.stage import metrics_path
+
+    results = {}
+    for model in params.evaluation.models:
+        path = metrics_path(params, model)
+        if not path.is_file():
+            raise DataError(f"{path}: not found (run `mmunlearn evaluate --model {model}`)")
+        results[MODEL_TITLES.get(model, model)] = json.loads(path.read_text(encoding="utf-8"))
+    folder = params.paths.reports
+    write_text(folder / "table.md", "# MLLMU-Bench results (Table 2 layout)\n\n" + markdown_table(results))
+    write_text(folder / "table.csv", csv_table(results))
+    with tracking.stage_run(params.tracking, "report", "all", {"evaluation": {"models": list(params.evaluation.models)}},
+                            params.paths.data_dvc):
+        tracking.log_file(folder / "table.md", "report")
+        tracking.log_file(folder / "table.csv", "report")
+    return folder / "table.md"

@@ -94,6 +94,12 @@ def log_artifacts(folder: Path, artifact_path: str) -> None:
     mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
 
 
+def log_file(path: Path, artifact_path: str) -> None:
+    import mlflow
+
+    mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
 def find_runs(config: TrackingConfig, stage: str | None = None) -> list[Any]:
     """Runs of the study's experiment (newest first), optionally of one stage — read via the client."""
     from mlflow.tracking import MlflowClient

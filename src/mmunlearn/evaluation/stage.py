@@ -1,0 +1,46 @@
+"""The ``evaluate@<model>`` stage: one model over every set × modality × metric, to files and MLflow."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from mmunlearn.atomic import atomic_file, write_json
+from mmunlearn.config import Params
+
+log = logging.getLogger(__name__)
+
+
+def metrics_path(params: Params, model_name: str) -> Path:
+    return params.paths.metrics / f"{model_name}.json"
+
+
+def predictions_path(params: Params, model_name: str) -> Path:
+    return params.paths.reports / "predictions" / f"{model_name}.jsonl"
+
+
+def evaluate_stage(params: Params, model_name: str) -> dict:
+    from mmunlearn import tracking
+    from mmunlearn.data.splits import load_split
+    from mmunlearn.errors import ConfigError
+    from mmunlearn.evaluation.run import EvaluationSettings, evaluate
+    from mmunlearn.models.base import base_source
+    from mmunlearn.models.loading import load_model
+
+    if model_name not in ("vanilla", *params.unlearn):
+        raise ConfigError(f"params.yaml: evaluation.models: {model_name!r} is neither 'vanilla' nor an unlearn method")
+    split = load_split(params.paths.splits)
+    loaded = load_model(base_source(params), params.paths.models / model_name,
+                        trust_remote_code=params.model.trust_remote_code, dtype=params.model.dtype)
+    settings = EvaluationSettings(params.evaluation.batch_size, params.evaluation.max_new_tokens)
+    with tracking.stage_run(params.tracking, "evaluate", model_name,
+                            {"evaluation": params.evaluation.model_dump(mode="json"),
+                             "split": params.split.model_dump(mode="json")}, params.paths.data_dvc):
+        results, records = evaluate(loaded.model, loaded.processor, split, settings)
+        tracking.log_metrics(results)
+    write_json(metrics_path(params, model_name), results)
+    with atomic_file(predictions_path(params, model_name)) as tmp:
+        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records), encoding="utf-8")
+    log.info("evaluate: %s → %s", model_name, metrics_path(params, model_name))
+    return results

@@ -1,0 +1,53 @@
+"""The ``base`` stage: the starting model every later stage loads.
+
+For a hub id or local folder it only records the source. For ``model.name: tiny`` it builds the
+embedded default and pretrains it (all weights) on the public-figure profiles in every phrasing and
+answer format, so "celebrity" knowledge exists before fine-tuning, as in the paper.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from mmunlearn.atomic import atomic_dir
+from mmunlearn.config import Params
+
+log = logging.getLogger(__name__)
+TINY = "tiny"
+SOURCE_FILE = "source.json"
+
+
+def base_dir(params: Params) -> Path:
+    return params.paths.models / "base"
+
+
+def base_source(params: Params) -> str | Path:
+    """What ``load_model`` is given: the built tiny folder, or the user's hub id / folder."""
+    return base_dir(params) if params.model.name == TINY else params.model.name
+
+
+def build_base(params: Params) -> Path:
+    target = base_dir(params)
+    if params.model.name != TINY:
+        with atomic_dir(target) as staging:
+            (staging / SOURCE_FILE).write_text(json.dumps({"model": params.model.name}) + "\n")
+        log.info("base model is %s (loaded from the hub cache or folder at each stage)", params.model.name)
+        return target
+
+    from mmunlearn.data.schema import load_benchmark
+    from mmunlearn.methods.nll import answer_nll
+    from mmunlearn.models.tiny import TinyArchitecture, build_tiny_model, save_model, tokenizer_corpus
+    from mmunlearn.training.examples import build_examples
+    from mmunlearn.training.stages import train_on_examples
+
+    benchmark = load_benchmark(params.paths.benchmark)
+    corpus = tokenizer_corpus(benchmark.full + benchmark.celebrity + benchmark.test)
+    model, processor = build_tiny_model(corpus, TinyArchitecture(**params.model.tiny.model_dump()))
+    examples = build_examples(benchmark.celebrity, params.base.formats, params.base.mcq_drills, params.base.seed)
+    train_on_examples(params, "base", TINY, model, processor, examples, params.base, answer_nll,
+                      log_params={"model": params.model.model_dump(mode="json"),
+                                  "base": params.base.model_dump(mode="json")},
+                      save=lambda folder: save_model(model, processor, folder), target=target)
+    return target

@@ -1,0 +1,38 @@
+"""TrainingArguments from a stage's TrainConfig: one place that maps our params onto the HF Trainer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import TrainingArguments
+
+from mmunlearn.config import TrainConfig
+
+
+def training_arguments(config: TrainConfig, checkpoint_dir: Path, **overrides) -> TrainingArguments:
+    settings = dict(
+        output_dir=str(checkpoint_dir),
+        num_train_epochs=config.epochs,
+        learning_rate=config.lr,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation,
+        warmup_steps=config.warmup_steps,
+        max_grad_norm=config.max_grad_norm,
+        lr_scheduler_type="linear",
+        weight_decay=0.0,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=1,
+        logging_steps=10,
+        report_to=[],  # MLflow logging goes through tracking.py
+        remove_unused_columns=False,  # our collator needs every field
+        seed=config.seed,
+        data_seed=config.seed,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+        deepspeed=str(config.deepspeed) if config.deepspeed else None,
+        disable_tqdm=False,
+    )
+    settings.update(overrides)
+    return TrainingArguments(**settings)

@@ -1,0 +1,113 @@
+"""The ``finetune`` and ``unlearn@<method>`` stages, and the training helper the ``base`` stage shares.
+
+Each stage: build examples from the split, encode them (answer-only labels), train through the one
+Trainer with the stage's objective, write the result atomically, and log the run to MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from tqdm import tqdm
+
+from mmunlearn.atomic import atomic_dir
+from mmunlearn.config import MethodConfig, Params, TrainConfig
+from mmunlearn.training.arguments import training_arguments
+from mmunlearn.training.data import TextExample, encode_example
+from mmunlearn.training.trainer import Collator, EncodedDataset, ForgetRetainDataset, LossFn, run_training
+
+log = logging.getLogger(__name__)
+
+
+def encode_all(processor, examples: list[TextExample], desc: str) -> list[dict]:
+    return [encode_example(processor, e) for e in tqdm(examples, desc=desc, unit="example", leave=False)]
+
+
+def _loss_summary(trainer) -> dict[str, float]:
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    summary = {"train.steps": float(trainer.state.global_step)}
+    if losses:
+        summary.update({"train.first_loss": float(losses[0]), "train.last_loss": float(losses[-1])})
+    return summary
+
+
+def train_on_examples(params: Params, stage: str, model_name: str, model, processor, examples: list[TextExample],
+                      config: TrainConfig, loss_fn: LossFn, log_params: dict, save: Callable[[Path], None],
+                      target: Path, retain_examples: list[TextExample] | None = None) -> None:
+    """Train ``model`` on ``examples`` (paired with retain examples when given), then save to ``target``."""
+    from mmunlearn import tracking
+
+    encoded = encode_all(processor, examples, f"{stage}: encoding")
+    if retain_examples is not None:
+        dataset = ForgetRetainDataset(encoded, encode_all(processor, retain_examples, f"{stage}: encoding retain"),
+                                      seed=config.seed)
+    else:
+        dataset = EncodedDataset(encoded)
+    args = training_arguments(config, params.paths.checkpoints / model_name)
+    with tracking.stage_run(params.tracking, stage, model_name, log_params, params.paths.data_dvc):
+        trainer = run_training(model, dataset, Collator(processor.tokenizer.pad_token_id), loss_fn, args)
+        tracking.log_metrics({**_loss_summary(trainer), "train.examples": float(len(encoded))})
+        if trainer.is_world_process_zero():
+            with atomic_dir(target) as staging:
+                save(staging)
+            tracking.log_artifacts(target, model_name)
+    log.info("%s: wrote %s", stage, target)
+
+
+def finetune(params: Params) -> Path:
+    """The vanilla model: a LoRA adapter trained on every fictitious profile (forget + retain)."""
+    from peft import LoraConfig, get_peft_model
+
+    from mmunlearn.data.splits import load_split
+    from mmunlearn.methods.nll import answer_nll
+    from mmunlearn.models.base import base_source
+    from mmunlearn.models.loading import load_model
+    from mmunlearn.training.examples import build_examples, value_pools
+
+    config = params.finetune
+    split = load_split(params.paths.splits)
+    people = split.forget + split.retain
+    loaded = load_model(base_source(params), trust_remote_code=params.model.trust_remote_code, dtype=params.model.dtype)
+    lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+                      target_modules=config.lora.target_modules if isinstance(config.lora.target_modules, str)
+                      else list(config.lora.target_modules), init_lora_weights="gaussian")
+    model = get_peft_model(loaded.model, lora)
+    examples = build_examples(people, config.formats, config.mcq_drills, config.seed, value_pools(people))
+    target = params.paths.models / "vanilla"
+    train_on_examples(params, "finetune", "vanilla", model, loaded.processor, examples, config, answer_nll,
+                      log_params={"model": params.model.model_dump(mode="json"),
+                                  "finetune": config.model_dump(mode="json")},
+                      save=model.save_pretrained, target=target)
+    return target
+
+
+def unlearn(params: Params, method: str) -> Path:
+    """Unlearn the forget set from the vanilla model with a composed method loss."""
+    from mmunlearn.data.splits import load_split
+    from mmunlearn.errors import ConfigError
+    from mmunlearn.methods import compose
+    from mmunlearn.models.base import base_source
+    from mmunlearn.models.loading import load_model
+    from mmunlearn.training.examples import build_examples, value_pools
+
+    if method not in params.unlearn:
+        raise ConfigError(f"params.yaml: unlearn.{method}: no such method (have: {sorted(params.unlearn)})")
+    config: MethodConfig = params.unlearn[method]
+    try:
+        loss = compose(config.forget, config.retain, config.forget_weight, config.retain_weight)
+    except KeyError as exc:
+        raise ConfigError(f"params.yaml: unlearn.{method}: {exc.args[0]}") from None
+    split = load_split(params.paths.splits)
+    pools = value_pools(split.forget + split.retain)
+    loaded = load_model(base_source(params), params.paths.models / "vanilla", trainable_adapter=True,
+                        trust_remote_code=params.model.trust_remote_code, dtype=params.model.dtype)
+    forget = build_examples(split.forget, config.formats, config.mcq_drills, config.seed, pools)
+    retain = build_examples(split.retain, config.formats, config.mcq_drills, config.seed, pools) if loss.needs_retain else []
+    target = params.paths.models / method
+    train_on_examples(params, "unlearn", method, loaded.model, loaded.processor, forget, config, loss,
+                      log_params={"model": params.model.model_dump(mode="json"),
+                                  "unlearn": {method: config.model_dump(mode="json")}},
+                      save=loaded.model.save_pretrained, target=target, retain_examples=retain)
+    return target

@@ -1,0 +1,53 @@
+"""The study's stages run end to end on micro settings and leave their files and MLflow runs behind."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mmunlearn.config import load_params
+from mmunlearn.tracking import find_runs
+from tests.conftest import run_cli, write_params
+
+pytestmark = pytest.mark.slow
+MICRO = {
+    "data": {"num_profiles": 10, "num_celebrities": 4, "image_size": 32},
+    "model": {"tiny": {"vocab_size": 400, "vision_hidden": 32, "text_hidden": 64, "text_layers": 2,
+                       "text_intermediate": 128}},
+    "base": {"epochs": 1, "batch_size": 32, "mcq_drills": 1},
+    "finetune": {"epochs": 1, "batch_size": 32, "lora": {"r": 4, "alpha": 4}},
+    "unlearn": {"ga": {"epochs": 1, "batch_size": 8, "lr": 1e-3}},
+    "evaluation": {"max_new_tokens": 4},
+}
+
+
+def test_study_stages_write_models_metrics_report_and_mlflow_runs(project, capsys):
+    write_params(project, **MICRO)
+    for command in (["data", "synth"], ["split"], ["base"], ["finetune"], ["unlearn", "--method", "ga"],
+                    ["evaluate", "--model", "vanilla"], ["evaluate", "--model", "ga"], ["report"]):
+        code, _, err = run_cli(command, capsys)
+        assert code == 0, (command, err[-2000:])
+
+    assert (project / "models" / "base" / "model.safetensors").is_file()
+    for adapter in ("vanilla", "ga"):
+        assert (project / "models" / adapter / "adapter_model.safetensors").is_file()
+    vanilla = json.loads((project / "metrics" / "vanilla.json").read_text())
+    assert set(vanilla) == {"forget", "test", "retain", "celebrity"}
+    assert set(vanilla["forget"]["image"]) >= {"mcq_acc", "rouge_l", "cloze_acc"}
+    table = (project / "reports" / "table.md").read_text()
+    assert "| Vanilla |" in table and "| GA |" in table
+
+    params = load_params(project / "params.yaml")
+    stages = {run.data.tags["stage"] + ":" + run.data.tags["model"] for run in find_runs(params.tracking)}
+    assert stages == {"base:tiny", "finetune:vanilla", "unlearn:ga", "evaluate:vanilla", "evaluate:ga", "report:all"}
+    evaluated = find_runs(params.tracking, stage="evaluate")
+    ga_run = next(r for r in evaluated if r.data.tags["model"] == "ga")
+    assert ga_run.data.metrics["forget.image.mcq_acc"] == pytest.approx(
+        json.loads((project / "metrics" / "ga.json").read_text())["forget"]["image"]["mcq_acc"])
+    from mlflow.tracking import MlflowClient
+
+    unlearn_run = find_runs(params.tracking, stage="unlearn")[0]
+    artifacts = [a.path for a in MlflowClient(params.tracking.uri).list_artifacts(unlearn_run.info.run_id, "ga")]
+    assert "ga/adapter_model.safetensors" in artifacts
+    assert unlearn_run.data.tags["git_commit"] and unlearn_run.data.params["unlearn.ga.lr"] == "0.001"
