@@ -11,7 +11,7 @@ from mmunlearn.methods import compose
 from mmunlearn.methods.nll import answer_nll
 from mmunlearn.models.tiny import build_tiny_model, tokenizer_corpus
 from mmunlearn.training.data import TextExample, encode_example
-from mmunlearn.training.trainer import Collator, EncodedDataset, ForgetRetainDataset, StopAfterSteps, run_training
+from mmunlearn.training.trainer import Collator, EncodedDataset, ForgetRetainDataset, run_training
 from tests.conftest import SMALL_DATA
 from tests.models.test_tiny import SMALL_ARCH
 
@@ -36,6 +36,18 @@ def _args(folder, **overrides) -> TrainingArguments:
                     save_strategy="steps", save_steps=2, logging_steps=1, report_to=[], use_cpu=True,
                     remove_unused_columns=False, seed=3, data_seed=3, dataloader_num_workers=0)
     return TrainingArguments(**{**settings, **overrides})
+
+
+class StopAfterSteps(TrainerCallback):
+    """Ends training after ``steps`` optimizer steps, as a killed process would (checkpoints stay)."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.steps:
+            control.should_training_stop = True
+        return control
 
 
 class StepRecorder(TrainerCallback):

@@ -74,18 +74,6 @@ class ObjectiveTrainer(Trainer):
         return (loss, None) if return_outputs else loss
 
 
-class StopAfterSteps(TrainerCallback):
-    """Stops training after ``steps`` optimizer steps (used to simulate an interruption in tests)."""
-
-    def __init__(self, steps: int):
-        self.steps = steps
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= self.steps:
-            control.should_training_stop = True
-        return control
-
-
 def run_training(model, dataset: Dataset, collator: Collator, loss_fn: LossFn, args: TrainingArguments,
                  callbacks: list[TrainerCallback] | None = None) -> ObjectiveTrainer:
     """Train (resuming from the newest checkpoint in ``args.output_dir`` if there is one)."""
