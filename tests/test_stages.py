@@ -51,3 +51,30 @@ def test_study_stages_write_models_metrics_report_and_mlflow_runs(project, capsy
     artifacts = [a.path for a in MlflowClient(params.tracking.uri).list_artifacts(unlearn_run.info.run_id, "ga")]
     assert "ga/adapter_model.safetensors" in artifacts
     assert unlearn_run.data.tags["git_commit"] and unlearn_run.data.params["unlearn.ga.lr"] == "0.001"
+
+
+def test_training_stages_are_deterministic(project, capsys):
+    """Same params + seed ⇒ the same weights on CPU, whatever ran earlier in the process."""
+    import torch
+
+    write_params(project, **MICRO)
+    for command in (["data", "synth"], ["split"], ["base"], ["finetune"]):
+        assert run_cli(command, capsys)[0] == 0
+    adapter = project / "models" / "vanilla" / "adapter_model.safetensors"
+    first = adapter.read_bytes()
+    assert not (project / "checkpoints" / "vanilla").exists()  # a finished stage leaves nothing to resume
+    torch.rand(1000)  # disturb the global RNG, as other work in the process would
+    assert run_cli(["finetune"], capsys)[0] == 0
+    assert adapter.read_bytes() == first
+
+
+def test_checkpoints_resume_only_the_same_settings(tmp_path):
+    from mmunlearn.training.stages import prepare_checkpoints
+
+    folder = tmp_path / "ckpt"
+    prepare_checkpoints(folder, {"lr": 1e-3})
+    (folder / "checkpoint-4").mkdir()
+    prepare_checkpoints(folder, {"lr": 1e-3})  # interrupted run, same settings: keep
+    assert (folder / "checkpoint-4").is_dir()
+    prepare_checkpoints(folder, {"lr": 5e-4})  # params changed: a resume would be wrong
+    assert not (folder / "checkpoint-4").exists()

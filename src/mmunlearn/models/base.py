@@ -40,8 +40,9 @@ def build_base(params: Params) -> Path:
     from mmunlearn.methods.nll import answer_nll
     from mmunlearn.models.tiny import TinyArchitecture, build_tiny_model, save_model, tokenizer_corpus
     from mmunlearn.training.examples import build_examples
-    from mmunlearn.training.stages import train_on_examples
+    from mmunlearn.training.stages import seed_everything, train_on_examples
 
+    seed_everything(params.base.seed)
     benchmark = load_benchmark(params.paths.benchmark)
     corpus = tokenizer_corpus(benchmark.full + benchmark.celebrity + benchmark.test)
     model, processor = build_tiny_model(corpus, TinyArchitecture(**params.model.tiny.model_dump()))

@@ -6,7 +6,9 @@ Trainer with the stage's objective, write the result atomically, and log the run
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +21,29 @@ from mmunlearn.training.data import TextExample, encode_example
 from mmunlearn.training.trainer import Collator, EncodedDataset, ForgetRetainDataset, LossFn, run_training
 
 log = logging.getLogger(__name__)
+FINGERPRINT_FILE = "fingerprint.json"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch before a stage creates weights (LoRA init draws from torch's RNG)."""
+    from transformers import set_seed
+
+    set_seed(seed)
+
+
+def prepare_checkpoints(folder: Path, fingerprint: dict) -> None:
+    """Keep ``folder``'s checkpoints only if they were made with the same settings; otherwise start over.
+
+    A checkpoint left by an interrupted run resumes; one made under other params (a changed lr, other
+    data) would silently resume the wrong training, so it is wiped.
+    """
+    marker = folder / FINGERPRINT_FILE
+    wanted = json.dumps(fingerprint, sort_keys=True, default=str)
+    if folder.exists() and (not marker.is_file() or marker.read_text() != wanted):
+        log.info("discarding checkpoints in %s made with other settings", folder)
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker.write_text(wanted)
 
 
 def encode_all(processor, examples: list[TextExample], desc: str) -> list[dict]:
@@ -45,7 +70,10 @@ def train_on_examples(params: Params, stage: str, model_name: str, model, proces
                                       seed=config.seed)
     else:
         dataset = EncodedDataset(encoded)
-    args = training_arguments(config, params.paths.checkpoints / model_name)
+    checkpoints = params.paths.checkpoints / model_name
+    prepare_checkpoints(checkpoints, {"stage": stage, "params": log_params, "examples": len(encoded),
+                                      "retain_examples": len(retain_examples or [])})
+    args = training_arguments(config, checkpoints)
     with tracking.stage_run(params.tracking, stage, model_name, log_params, params.paths.data_dvc):
         trainer = run_training(model, dataset, Collator(processor.tokenizer.pad_token_id), loss_fn, args)
         tracking.log_metrics({**_loss_summary(trainer), "train.examples": float(len(encoded))})
@@ -53,6 +81,7 @@ def train_on_examples(params: Params, stage: str, model_name: str, model, proces
             with atomic_dir(target) as staging:
                 save(staging)
             tracking.log_artifacts(target, model_name)
+            shutil.rmtree(checkpoints, ignore_errors=True)  # done: nothing left to resume
     log.info("%s: wrote %s", stage, target)
 
 
@@ -67,6 +96,7 @@ def finetune(params: Params) -> Path:
     from mmunlearn.training.examples import build_examples, value_pools
 
     config = params.finetune
+    seed_everything(config.seed)
     split = load_split(params.paths.splits)
     people = split.forget + split.retain
     loaded = load_model(base_source(params), trust_remote_code=params.model.trust_remote_code, dtype=params.model.dtype)
@@ -95,6 +125,7 @@ def unlearn(params: Params, method: str) -> Path:
     if method not in params.unlearn:
         raise ConfigError(f"params.yaml: unlearn.{method}: no such method (have: {sorted(params.unlearn)})")
     config: MethodConfig = params.unlearn[method]
+    seed_everything(config.seed)
     try:
         loss = compose(config.forget, config.retain, config.forget_weight, config.retain_weight)
     except KeyError as exc:
