@@ -50,3 +50,20 @@ def load_model(source: str | Path, adapter: str | Path | None = None, *, trust_r
         model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable_adapter)
         log.info("loaded adapter %s on %s", adapter, source)
     return LoadedModel(model=model, processor=processor)
+
+
+def save_adapter(model, folder: Path) -> None:
+    """Save a peft adapter so equal weights give equal bytes.
+
+    peft writes ``target_modules`` from a set, whose order follows the process's hash seed; sorting
+    it keeps the adapter folder (a DVC output) byte-identical across runs.
+    """
+    import json
+
+    model.save_pretrained(str(folder))
+    config_path = Path(folder) / "adapter_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    for key, value in config.items():
+        if key in ("target_modules", "modules_to_save") and isinstance(value, list):
+            config[key] = sorted(value)
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -92,7 +92,7 @@ def finetune(params: Params) -> Path:
     from mmunlearn.data.splits import load_split
     from mmunlearn.methods.nll import answer_nll
     from mmunlearn.models.base import base_source
-    from mmunlearn.models.loading import load_model
+    from mmunlearn.models.loading import load_model, save_adapter
     from mmunlearn.training.examples import build_examples, value_pools
 
     config = params.finetune
@@ -109,7 +109,7 @@ def finetune(params: Params) -> Path:
     train_on_examples(params, "finetune", "vanilla", model, loaded.processor, examples, config, answer_nll,
                       log_params={"model": params.model.model_dump(mode="json"),
                                   "finetune": config.model_dump(mode="json")},
-                      save=model.save_pretrained, target=target)
+                      save=lambda folder: save_adapter(model, folder), target=target)
     return target
 
 
@@ -119,7 +119,7 @@ def unlearn(params: Params, method: str) -> Path:
     from mmunlearn.errors import ConfigError
     from mmunlearn.methods import compose
     from mmunlearn.models.base import base_source
-    from mmunlearn.models.loading import load_model
+    from mmunlearn.models.loading import load_model, save_adapter
     from mmunlearn.training.examples import build_examples, value_pools
 
     if method not in params.unlearn:
@@ -140,5 +140,6 @@ def unlearn(params: Params, method: str) -> Path:
     train_on_examples(params, "unlearn", method, loaded.model, loaded.processor, forget, config, loss,
                       log_params={"model": params.model.model_dump(mode="json"),
                                   "unlearn": {method: config.model_dump(mode="json")}},
-                      save=loaded.model.save_pretrained, target=target, retain_examples=retain)
+                      save=lambda folder: save_adapter(loaded.model, folder), target=target,
+                      retain_examples=retain)
     return target
