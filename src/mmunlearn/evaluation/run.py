@@ -56,29 +56,29 @@ def questions_of(split: Split) -> list[Question]:
 def evaluate(model, processor, split: Split, settings: EvaluationSettings = EvaluationSettings()):
     """Return ({set: {modality: {metric: mean}}}, per-question records)."""
     questions = questions_of(split)
-    scored = [q for q in questions if q.item.task is Task.MCQ]
-    generated = [q for q in questions if q.item.task is not Task.MCQ]
-    outputs: dict[int, object] = {}
-    letter_scores = score_options(model, processor, [q.request for q in scored], settings.batch_size,
+    scored = [i for i, q in enumerate(questions) if q.item.task is Task.MCQ]
+    generated = [i for i, q in enumerate(questions) if q.item.task is not Task.MCQ]
+    letter_scores = score_options(model, processor, [questions[i].request for i in scored], settings.batch_size,
                                   settings.system_prompt, desc="multiple choice")
-    replies = generate_replies(model, processor, [q.request for q in generated], settings.batch_size,
+    replies = generate_replies(model, processor, [questions[i].request for i in generated], settings.batch_size,
                                settings.max_new_tokens, settings.system_prompt, desc="generation + cloze")
-    outputs.update({id(q): s for q, s in zip(scored, letter_scores)})
-    outputs.update({id(q): r for q, r in zip(generated, replies)})
+    outputs: list[object] = [None] * len(questions)  # each question's output, in question order
+    for index, output in [*zip(scored, letter_scores), *zip(generated, replies)]:
+        outputs[index] = output
 
     sums: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     records = []
-    for question in questions:
+    for question, output in zip(questions, outputs):
+        shown = max(output, key=output.get) if isinstance(output, dict) else output
         for metric in METRICS.values():
             if metric.task is question.item.task:
-                value = metric.score(question.item, outputs[id(question)])
+                value = metric.score(question.item, output)
                 sums[(question.set_name, str(question.item.modality), metric.name)].append(value)
-                output = outputs[id(question)]
                 records.append({"set": question.set_name, "profile_id": question.profile.id,
                                 "modality": str(question.item.modality), "task": str(question.item.task),
-                                "question": question.item.question, "truth": question.item.correct or question.item.ground_truth,
-                                "output": max(output, key=output.get) if isinstance(output, dict) else output,
-                                "metric": metric.name, "score": value})
+                                "question": question.item.question,
+                                "truth": question.item.correct or question.item.ground_truth,
+                                "output": shown, "metric": metric.name, "score": value})
     results: dict = {}
     for (set_name, modality, metric), values in sorted(sums.items()):
         results.setdefault(set_name, {}).setdefault(modality, {})[metric] = sum(values) / len(values)

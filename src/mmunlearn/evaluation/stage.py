@@ -25,14 +25,13 @@ def evaluate_stage(params: Params, model_name: str) -> dict:
     from mmunlearn.data.splits import load_split
     from mmunlearn.errors import ConfigError
     from mmunlearn.evaluation.run import EvaluationSettings, evaluate
-    from mmunlearn.models.base import base_source
-    from mmunlearn.models.loading import load_model
+    from mmunlearn.models.base import load_study_model
 
     if model_name not in ("vanilla", *params.unlearn):
-        raise ConfigError(f"params.yaml: evaluation.models: {model_name!r} is neither 'vanilla' nor an unlearn method")
+        raise ConfigError(f"--model {model_name!r}: neither 'vanilla' nor a method of params.yaml unlearn: "
+                          f"{sorted(params.unlearn)}")
     split = load_split(params.paths.splits)
-    loaded = load_model(base_source(params), params.paths.models / model_name,
-                        trust_remote_code=params.model.trust_remote_code, dtype=params.model.dtype)
+    loaded = load_study_model(params, model_name)
     settings = EvaluationSettings(params.evaluation.batch_size, params.evaluation.max_new_tokens)
     with tracking.stage_run(params.tracking, "evaluate", model_name,
                             {"evaluation": params.evaluation.model_dump(mode="json"),

@@ -28,6 +28,15 @@ def base_source(params: Params) -> str | Path:
     return base_dir(params) if params.model.name == TINY else params.model.name
 
 
+def load_study_model(params: Params, adapter: str | None = None, trainable_adapter: bool = False):
+    """The base model with the adapter ``models/<adapter>`` on top, as params.yaml ``model:`` says to load it."""
+    from mmunlearn.models.loading import load_model
+
+    return load_model(base_source(params), params.paths.models / adapter if adapter else None,
+                      trust_remote_code=params.model.trust_remote_code, dtype=params.model.dtype,
+                      trainable_adapter=trainable_adapter)
+
+
 def build_base(params: Params) -> Path:
     target = base_dir(params)
     if params.model.name != TINY:

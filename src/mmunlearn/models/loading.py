@@ -40,16 +40,16 @@ def load_model(source: str | Path, adapter: str | Path | None = None, *, trust_r
     processor = AutoProcessor.from_pretrained(str(source), **common)
     model = AutoModelForImageTextToText.from_pretrained(str(source), dtype=_dtype(dtype), use_safetensors=True,
                                                         **common)
-    tokenizer = getattr(processor, "tokenizer", processor)
-    if tokenizer.pad_token_id is None:  # some checkpoints ship without one; batching needs it
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
     if adapter is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable_adapter)
         log.info("loaded adapter %s on %s", adapter, source)
-    return LoadedModel(model=model, processor=processor)
+    loaded = LoadedModel(model=model, processor=processor)
+    if loaded.tokenizer.pad_token_id is None:  # some checkpoints ship without one; batching needs it
+        loaded.tokenizer.pad_token = loaded.tokenizer.eos_token
+    loaded.tokenizer.padding_side = "left"
+    return loaded
 
 
 def save_adapter(model, folder: Path) -> None:

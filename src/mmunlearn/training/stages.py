@@ -91,15 +91,15 @@ def finetune(params: Params) -> Path:
 
     from mmunlearn.data.splits import load_split
     from mmunlearn.methods.nll import answer_nll
-    from mmunlearn.models.base import base_source
-    from mmunlearn.models.loading import load_model, save_adapter
+    from mmunlearn.models.base import load_study_model
+    from mmunlearn.models.loading import save_adapter
     from mmunlearn.training.examples import build_examples, value_pools
 
     config = params.finetune
     seed_everything(config.seed)
     split = load_split(params.paths.splits)
     people = split.forget + split.retain
-    loaded = load_model(base_source(params), trust_remote_code=params.model.trust_remote_code, dtype=params.model.dtype)
+    loaded = load_study_model(params)
     lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
                       target_modules=config.lora.target_modules if isinstance(config.lora.target_modules, str)
                       else list(config.lora.target_modules), init_lora_weights="gaussian")
@@ -118,8 +118,8 @@ def unlearn(params: Params, method: str) -> Path:
     from mmunlearn.data.splits import load_split
     from mmunlearn.errors import ConfigError
     from mmunlearn.methods import compose
-    from mmunlearn.models.base import base_source
-    from mmunlearn.models.loading import load_model, save_adapter
+    from mmunlearn.models.base import load_study_model
+    from mmunlearn.models.loading import save_adapter
     from mmunlearn.training.examples import build_examples, value_pools
 
     if method not in params.unlearn:
@@ -132,8 +132,7 @@ def unlearn(params: Params, method: str) -> Path:
         raise ConfigError(f"params.yaml: unlearn.{method}: {exc.args[0]}") from None
     split = load_split(params.paths.splits)
     pools = value_pools(split.forget + split.retain)
-    loaded = load_model(base_source(params), params.paths.models / "vanilla", trainable_adapter=True,
-                        trust_remote_code=params.model.trust_remote_code, dtype=params.model.dtype)
+    loaded = load_study_model(params, "vanilla", trainable_adapter=True)
     forget = build_examples(split.forget, config.formats, config.mcq_drills, config.seed, pools)
     retain = build_examples(split.retain, config.formats, config.mcq_drills, config.seed, pools) if loss.needs_retain else []
     target = params.paths.models / method
