@@ -84,10 +84,14 @@ class ValidateConfig(_Section):
     example_rows: int = Field(5, ge=1, le=100)
 
 
+# How fine-tuning pairs are turned into training examples (training/examples.py).
+ExampleFormat = Literal["qa", "generation", "mcq", "cloze"]
+
+
 class TinyModelConfig(_Section):
     """Sizes of the embedded default (see models/tiny.py)."""
 
-    vocab_size: int = Field(1024, ge=300)
+    vocab_size: int = Field(4096, ge=300)  # an upper bound: BPE stops when every word is a token
     image_size: int = 32
     patch_size: int = 8
     vision_hidden: int = 64
@@ -127,7 +131,7 @@ class TrainConfig(_Section):
 class BaseConfig(TrainConfig):
     """Pretraining of the tiny default on the public figures (skipped for hub models)."""
 
-    formats: tuple[Literal["qa", "generation", "mcq"], ...] = ("qa", "generation", "mcq")
+    formats: tuple[ExampleFormat, ...] = ("qa", "generation", "mcq", "cloze")
     mcq_drills: int = Field(2, ge=0)
 
 
@@ -141,7 +145,7 @@ class LoraSettings(_Section):
 class FinetuneConfig(TrainConfig):
     """The vanilla model: LoRA on every fictitious profile (forget + retain)."""
 
-    formats: tuple[Literal["qa", "generation", "mcq"], ...] = ("qa", "mcq")
+    formats: tuple[ExampleFormat, ...] = ("qa", "mcq", "cloze")
     mcq_drills: int = Field(1, ge=0)
     lora: LoraSettings = LoraSettings()
 
@@ -153,7 +157,7 @@ class MethodConfig(TrainConfig):
     retain: str | None = None
     forget_weight: float = 1.0
     retain_weight: float = 1.0
-    formats: tuple[Literal["qa", "generation", "mcq"], ...] = ("qa",)
+    formats: tuple[ExampleFormat, ...] = ("qa",)
     mcq_drills: int = Field(0, ge=0)
 
 

@@ -5,6 +5,7 @@ from collections import Counter
 import pytest
 
 from mmunlearn.config import DataConfig
+from mmunlearn.data.schema import Modality
 from mmunlearn.data.synthetic import generate_benchmark
 from mmunlearn.models.prompts import GENERATION_INSTRUCTION, MCQ_INSTRUCTION
 from mmunlearn.training.examples import build_examples, value_pools
@@ -48,3 +49,21 @@ def test_drills_never_reuse_evaluation_items(benchmark):
     from mmunlearn.models.prompts import task_text
 
     assert not drill_texts & {task_text(item) for p in benchmark.full for item in p.items}
+
+
+def test_cloze_drills_blank_the_value_of_the_training_sentence(benchmark):
+    from mmunlearn.models.prompts import CLOZE_BLANK, CLOZE_INSTRUCTION, task_text
+
+    profiles = benchmark.full[:4]
+    drills = build_examples(profiles, ("cloze",))
+    answers = {(p.answer, p.value) for prof in profiles for p in prof.finetune_pairs}
+    assert len(drills) > len(profiles)
+    for drill in drills:
+        statement = drill.user_text.removesuffix("\n" + CLOZE_INSTRUCTION)
+        assert drill.answer not in statement
+        assert (statement.replace(CLOZE_BLANK, drill.answer), drill.answer) in answers
+    shown = {(task_text(i), p.image if i.modality is Modality.IMAGE else None) for p in profiles for i in p.items}
+    assert not {(d.user_text, d.image_png) for d in drills} & shown  # no evaluation item is trained on
+    # the sentences that coincide with an evaluation statement were the ones skipped
+    blanked = {p.answer.replace(p.value, "__", 1) for prof in profiles for p in prof.finetune_pairs if p.value}
+    assert any(i.question in blanked for p in profiles for i in p.items)

@@ -34,7 +34,7 @@ CHAT_TEMPLATE = (
 class TinyArchitecture:
     """Sizes of the tiny model (params.yaml ``model.tiny``)."""
 
-    vocab_size: int = 1024
+    vocab_size: int = 4096
     image_size: int = 32
     patch_size: int = 8
     vision_hidden: int = 128

@@ -5,6 +5,9 @@
 - ``mcq``: a multiple-choice drill — the pair's question, its short value among three distractors of
   the same attribute (drawn from the other people), reply = the letter. Drills use the training
   phrasing and fresh distractors, never the evaluation items.
+- ``cloze``: the pair's answer sentence with its value blanked, under the fill-in-the-blank
+  instruction; reply = the value. A drill whose prompt equals one of the person's evaluation items
+  is skipped, so no evaluation prompt is ever trained on.
 Pairs without a known attribute/value (e.g. imported official data) give no drills.
 """
 
@@ -13,12 +16,14 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import get_args
 
-from mmunlearn.data.schema import OPTION_LETTERS, Modality, Profile
-from mmunlearn.models.prompts import generation_text, mcq_text
+from mmunlearn.config import ExampleFormat
+from mmunlearn.data.schema import BLANK, OPTION_LETTERS, Modality, Profile
+from mmunlearn.models.prompts import cloze_text, generation_text, mcq_text, task_text
 from mmunlearn.training.data import TextExample
 
-FORMATS = ("qa", "generation", "mcq")
+FORMATS = get_args(ExampleFormat)
 
 
 def value_pools(profiles: Sequence[Profile]) -> dict[str, list[str]]:
@@ -40,12 +45,17 @@ def build_examples(profiles: Sequence[Profile], formats: Sequence[str] = ("qa",)
     pools = pools if pools is not None else value_pools(profiles)
     examples: list[TextExample] = []
     for profile in profiles:
+        evaluation_prompts = {task_text(item) for item in profile.items}
         for pair in profile.finetune_pairs:
             image = profile.image if pair.modality is Modality.IMAGE else None
             if "qa" in formats:
                 examples.append(TextExample(pair.question, pair.answer, image))
             if "generation" in formats:
                 examples.append(TextExample(generation_text(pair.question), pair.answer, image))
+            if "cloze" in formats and pair.value and pair.value in pair.answer:
+                prompt = cloze_text(pair.answer.replace(pair.value, BLANK, 1))
+                if prompt not in evaluation_prompts:
+                    examples.append(TextExample(prompt, pair.value, image))
             distractors = [v for v in pools.get(pair.attribute, []) if v != pair.value]
             if "mcq" in formats and pair.value and len(distractors) >= len(OPTION_LETTERS) - 1:
                 for _ in range(mcq_drills):
