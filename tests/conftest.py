@@ -38,8 +38,8 @@ def project(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    """Run the real console entry point in-process; return (exit code, stdout, stderr)."""
+def run_cli(args: list[str], capsys=None) -> tuple[int, str, str]:
+    """Run the real console entry point in-process; return (exit code, stdout, stderr) — "" without capsys."""
     from mmunlearn.cli import main
 
     argv = sys.argv
@@ -51,5 +51,7 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
         sys.argv = argv
+    if capsys is None:
+        return code, "", ""
     captured = capsys.readouterr()
     return code, captured.out, captured.err

@@ -34,6 +34,10 @@ def test_missing_params_file(project, capsys):
     ("- just\n- a list\n", ("params.yaml", "mapping")),
     ("split:\n  test_image_difficulty: hard\ndata:\n  test_pose_difficulties: [easy]\n",
      ("params.yaml", "test_image_difficulty")),
+    ("unlearn:\n  methods: [ga, npo]\n", ("params.yaml", "unlearn.methods", "npo", "not defined")),
+    ("methods:\n  vanilla: {forget: ga}\n", ("params.yaml", "reserved")),
+    ("methods:\n  ga: {forget: ga, reference: oracle}\n", ("params.yaml", "methods.ga.reference")),
+    ("unlearn:\n  modalities: [audio]\n", ("params.yaml", "unlearn.modalities")),
 ])
 def test_malformed_params_name_the_field(project, capsys, text, needles):
     (project / "params.yaml").write_text(text)
@@ -68,3 +72,21 @@ def test_interrupted_synth_leaves_the_previous_output_whole(project, capsys, mon
     assert run_cli(["data", "synth"], capsys)[0] != 0  # click reports the interrupt as Abort
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert _leftovers(project) == []
+
+
+@pytest.mark.parametrize(("args", "needles"), [
+    (["unlearn", "--method", "nope"], ("methods.nope", "no such method")),
+    (["unlearn", "--method", "ga", "--modality", "audio"], ("--modality", "audio")),
+    (["finetune", "--subset", "forget"], ("--subset", "forget")),
+    (["evaluate", "--model", "ga"], ("--model", "ga-multimodal")),
+])
+def test_bad_stage_arguments_name_the_flag(project, capsys, args, needles):
+    code, _, err = run_cli(args, capsys)
+    _assert_one_clean_line(code, err, *needles)
+    assert not (project / "models").exists()
+
+
+def test_unknown_objective_is_named(project, capsys):
+    (project / "params.yaml").write_text("methods:\n  ga: {forget: gradient_descent}\n")
+    code, _, err = run_cli(["unlearn", "--method", "ga"], capsys)
+    _assert_one_clean_line(code, err, "methods.ga", "unknown forget objective", "gradient_descent")

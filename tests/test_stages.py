@@ -17,40 +17,44 @@ MICRO = {
                        "text_intermediate": 128}},
     "base": {"epochs": 1, "batch_size": 32, "mcq_drills": 1},
     "finetune": {"epochs": 1, "batch_size": 32, "lora": {"r": 4, "alpha": 4}},
-    "unlearn": {"ga": {"epochs": 1, "batch_size": 8, "lr": 1e-3}},
+    "methods": {"ga": {"title": "GA", "forget": "ga", "epochs": 1, "batch_size": 8, "lr": 1e-3}},
+    "unlearn": {"methods": ["ga"], "modalities": ["multimodal"]},
     "evaluation": {"max_new_tokens": 4},
 }
 
 
 def test_study_stages_write_models_metrics_report_and_mlflow_runs(project, capsys):
     write_params(project, **MICRO)
-    for command in (["data", "synth"], ["split"], ["base"], ["finetune"], ["unlearn", "--method", "ga"],
-                    ["evaluate", "--model", "vanilla"], ["evaluate", "--model", "ga"], ["report"]):
+    for command in (["data", "synth"], ["split"], ["base"], ["finetune"],
+                    ["unlearn", "--method", "ga", "--modality", "multimodal"],
+                    ["evaluate", "--model", "vanilla"], ["evaluate", "--model", "ga-multimodal"], ["report"]):
         code, _, err = run_cli(command, capsys)
         assert code == 0, (command, err[-2000:])
 
     assert (project / "models" / "base" / "model.safetensors").is_file()
-    for adapter in ("vanilla", "ga"):
+    for adapter in ("vanilla", "ga-multimodal"):
         assert (project / "models" / adapter / "adapter_model.safetensors").is_file()
     vanilla = json.loads((project / "metrics" / "vanilla.json").read_text())
     assert set(vanilla) == {"forget", "test", "retain", "celebrity"}
     assert set(vanilla["forget"]["image"]) >= {"mcq_acc", "rouge_l", "cloze_acc"}
     table = (project / "reports" / "table.md").read_text()
-    assert "| Vanilla |" in table and "| GA |" in table
+    assert "| Vanilla | — |" in table and "| GA | image+text |" in table
 
     params = load_params(project / "params.yaml")
     stages = {run.data.tags["stage"] + ":" + run.data.tags["model"] for run in find_runs(params.tracking)}
-    assert stages == {"base:tiny", "finetune:vanilla", "unlearn:ga", "evaluate:vanilla", "evaluate:ga", "report:all"}
+    assert stages == {"base:tiny", "finetune:vanilla", "unlearn:ga-multimodal", "evaluate:vanilla",
+                      "evaluate:ga-multimodal", "report:all"}
     evaluated = find_runs(params.tracking, stage="evaluate")
-    ga_run = next(r for r in evaluated if r.data.tags["model"] == "ga")
+    ga_run = next(r for r in evaluated if r.data.tags["model"] == "ga-multimodal")
     assert ga_run.data.metrics["forget.image.mcq_acc"] == pytest.approx(
-        json.loads((project / "metrics" / "ga.json").read_text())["forget"]["image"]["mcq_acc"])
+        json.loads((project / "metrics" / "ga-multimodal.json").read_text())["forget"]["image"]["mcq_acc"])
     from mlflow.tracking import MlflowClient
 
     unlearn_run = find_runs(params.tracking, stage="unlearn")[0]
-    artifacts = [a.path for a in MlflowClient(params.tracking.uri).list_artifacts(unlearn_run.info.run_id, "ga")]
-    assert "ga/adapter_model.safetensors" in artifacts
-    assert unlearn_run.data.tags["git_commit"] and unlearn_run.data.params["unlearn.ga.lr"] == "0.001"
+    artifacts = [a.path for a in MlflowClient(params.tracking.uri).list_artifacts(unlearn_run.info.run_id,
+                                                                                     "ga-multimodal")]
+    assert "ga-multimodal/adapter_model.safetensors" in artifacts
+    assert unlearn_run.data.tags["git_commit"] and unlearn_run.data.params["method.ga.lr"] == "0.001"
 
 
 def test_training_stages_are_deterministic(project, capsys):

@@ -90,23 +90,31 @@ def base(ctx: typer.Context) -> None:
 
 
 @app.command("finetune")
-def finetune(ctx: typer.Context) -> None:
-    """LoRA-fine-tune the vanilla model on every fictitious profile."""
+def finetune(ctx: typer.Context,
+             subset: Annotated[str, typer.Option(help="all: the vanilla model; retain: the retain-only reference")] = "all",
+             ) -> None:
+    """LoRA-fine-tune on the fictitious profiles (all → models/vanilla, retain → models/retain)."""
+    from mmunlearn.errors import ConfigError
     from mmunlearn.training.stages import finetune as run_finetune
 
-    typer.echo(f"finetune: {run_finetune(_params(ctx))}")
+    if subset not in ("all", "retain"):
+        raise ConfigError(f"--subset {subset!r}: expected 'all' or 'retain'")
+    typer.echo(f"finetune: {run_finetune(_params(ctx), subset)}")
 
 
 @app.command("unlearn")
-def unlearn(ctx: typer.Context, method: Annotated[str, typer.Option(help="a key of params.yaml unlearn:")]) -> None:
-    """Unlearn the forget set from the vanilla model with one method."""
+def unlearn(ctx: typer.Context, method: Annotated[str, typer.Option(help="a key of params.yaml methods:")],
+            modality: Annotated[str, typer.Option(help="multimodal (face + question) or text (by name)")] = "multimodal",
+            ) -> None:
+    """Unlearn the forget set from the vanilla model with one method, in one unlearning modality."""
     from mmunlearn.training.stages import unlearn as run_unlearn
 
-    typer.echo(f"unlearn: {run_unlearn(_params(ctx), method)}")
+    typer.echo(f"unlearn: {run_unlearn(_params(ctx), method, modality)}")
 
 
 @app.command("evaluate")
-def evaluate(ctx: typer.Context, model: Annotated[str, typer.Option(help="vanilla or a method name")]) -> None:
+def evaluate(ctx: typer.Context,
+             model: Annotated[str, typer.Option(help="vanilla, or an unlearned model <method>-<modality>")]) -> None:
     """Evaluate one model on every set, modality and metric."""
     from mmunlearn.evaluation.stage import evaluate_stage, metrics_path
 

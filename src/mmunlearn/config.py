@@ -124,6 +124,7 @@ class TrainConfig(_Section):
     warmup_steps: int = Field(0, ge=0)
     max_grad_norm: float = 1.0
     save_steps: int = Field(200, ge=1)
+    logging_steps: int = Field(10, ge=1)
     seed: int = 0
     deepspeed: Path | None = None  # a ZeRO JSON in configs/deepspeed/ for multi-GPU runs
 
@@ -151,18 +152,39 @@ class FinetuneConfig(TrainConfig):
 
 
 class MethodConfig(TrainConfig):
-    """An unlearning method: a forget objective plus an optional retain regulariser, with weights."""
+    """An unlearning method: a forget objective plus an optional retain regulariser, with weights.
 
-    forget: str = "ga"
+    ``forget: null`` is a method that trains nothing and only changes how the model is asked
+    (Prompting: ``system_prompt`` is put before every evaluation question).
+    """
+
+    title: str | None = None  # how the report names it (default: the method's key)
+    forget: str | None = "ga"
     retain: str | None = None
     forget_weight: float = 1.0
     retain_weight: float = 1.0
     formats: tuple[ExampleFormat, ...] = ("qa",)
     mcq_drills: int = Field(0, ge=0)
+    beta: float = Field(0.1, gt=0)  # NPO / SimNPO / IdkPO inverse temperature
+    gamma: float = 0.0  # SimNPO reward margin
+    reference: Literal["vanilla", "retain"] = "vanilla"  # NPO-style reference: vanilla, or the retain-only model
+    layer: int | None = Field(None, ge=1)  # RMU: which decoder layer's output is steered (default: the middle)
+    steering_coeff: float = Field(20.0, gt=0)  # RMU: norm of the random control vector
+    system_prompt: str | None = None  # Prompting
+
+
+class UnlearnConfig(_Section):
+    """Which methods the study runs, and in which unlearning modality (the paper's §5 comparison).
+
+    ``multimodal`` feeds the forget (and retain) data as face + "this person" questions; ``text``
+    drops the image and asks by name.
+    """
+
+    methods: tuple[str, ...] = ("ga",)
+    modalities: tuple[Literal["multimodal", "text"], ...] = ("multimodal", "text")
 
 
 class EvaluationConfig(_Section):
-    models: tuple[str, ...] = ("vanilla", "ga")  # what evaluate@ runs on: "vanilla" and unlearn methods
     batch_size: int = Field(32, ge=1)
     max_new_tokens: int = Field(48, ge=1)
 
@@ -184,20 +206,31 @@ class Params(_Section):
     model: ModelConfig = ModelConfig()
     base: BaseConfig = BaseConfig()
     finetune: FinetuneConfig = FinetuneConfig()
-    unlearn: dict[str, MethodConfig] = Field(default_factory=lambda: {"ga": MethodConfig()})
+    methods: dict[str, MethodConfig] = Field(default_factory=lambda: {"ga": MethodConfig()})
+    unlearn: UnlearnConfig = UnlearnConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     @model_validator(mode="after")
-    def _method_names_are_not_reserved(self) -> Params:
-        reserved = {"base", "vanilla"} & set(self.unlearn)
+    def _methods_are_defined(self) -> Params:
+        reserved = {"base", "vanilla", "retain"} & set(self.methods)
         if reserved:
-            raise ValueError(f"unlearn: method names {sorted(reserved)} are reserved for other models")
-        unknown = set(self.evaluation.models) - {"vanilla", *self.unlearn}
+            raise ValueError(f"methods: names {sorted(reserved)} are reserved for other models")
+        unknown = [name for name in self.unlearn.methods if name not in self.methods]
         if unknown:
-            raise ValueError(f"evaluation.models: {sorted(unknown)} are neither 'vanilla' nor an unlearn method")
+            raise ValueError(f"unlearn.methods: {unknown} not defined under methods: (have {sorted(self.methods)})")
+        bad = [name for name in self.methods if not name.replace("_", "").isalnum()]
+        if bad:
+            raise ValueError(f"methods: names {bad} must be letters, digits and '_' (they name folders and stages)")
         return self
+
+    def unlearned_models(self) -> list[str]:
+        """Every model the study unlearns: ``<method>-<modality>`` for each method and modality."""
+        return [model_id(method, modality) for method in self.unlearn.methods for modality in self.unlearn.modalities]
+
+    def evaluated_models(self) -> list[str]:
+        return ["vanilla", *self.unlearned_models()]
 
     @model_validator(mode="after")
     def _difficulty_is_generated(self) -> Params:
@@ -207,6 +240,17 @@ class Params(_Section):
                 f"{list(self.data.test_pose_difficulties)}"
             )
         return self
+
+
+def model_id(method: str, modality: str) -> str:
+    """The name of an unlearned model: its folder ``models/<id>`` and metrics ``metrics/<id>.json``."""
+    return f"{method}-{modality}"
+
+
+def parse_model_id(name: str) -> tuple[str, str]:
+    """``"npo-text"`` → ``("npo", "text")``; the inverse of :func:`model_id`."""
+    method, _, modality = name.rpartition("-")
+    return method, modality
 
 
 def _describe(error: ValidationError) -> str:

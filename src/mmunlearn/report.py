@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from mmunlearn.atomic import write_text
-from mmunlearn.config import Params
+from mmunlearn.config import Params, parse_model_id
 from mmunlearn.errors import DataError
 from mmunlearn.evaluation.run import EVALUATED_SETS
 
@@ -21,10 +21,10 @@ def _cell(value) -> str:
     return f"{value:.3f}"
 
 
-def table_rows(results_by_model: Mapping[str, Mapping], modality: str) -> list[list[str]]:
+def table_rows(results_by_model: Mapping[tuple[str, str], Mapping], modality: str) -> list[list[str]]:
     rows = []
-    for model, results in results_by_model.items():
-        row = [model]
+    for (title, unlearned_on), results in results_by_model.items():
+        row = [title, unlearned_on]
         for set_name in EVALUATED_SETS:
             cell = results.get(set_name, {}).get(modality, {})
             row += [_cell(cell.get(metric)) for metric, _ in COLUMNS]
@@ -32,28 +32,37 @@ def table_rows(results_by_model: Mapping[str, Mapping], modality: str) -> list[l
     return rows
 
 
-def markdown_table(results_by_model: Mapping[str, Mapping]) -> str:
-    """One table per modality: rows are models, column groups are the four sets."""
-    header = ["Model"] + [f"{SET_TITLES[s]} {title}" for s in EVALUATED_SETS for _, title in COLUMNS]
+def markdown_table(results_by_model: Mapping[tuple[str, str], Mapping]) -> str:
+    """One table per evaluation modality: a row per model, column groups are the four sets."""
+    header = ["Model", "Unlearned on"] + [f"{SET_TITLES[s]} {title}" for s in EVALUATED_SETS for _, title in COLUMNS]
     parts = []
     for modality, title in (("image", "Image + text (multimodal)"), ("text", "Text only")):
-        lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines = [f"### Evaluated on {title.lower()}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in table_rows(results_by_model, modality)]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
 
-def csv_table(results_by_model: Mapping[str, Mapping]) -> str:
-    lines = ["model,modality,set,metric,value"]
-    for model, results in results_by_model.items():
+def csv_table(results_by_model: Mapping[tuple[str, str], Mapping]) -> str:
+    lines = ["model,unlearned_on,modality,set,metric,value"]
+    for (title, unlearned_on), results in results_by_model.items():
         for set_name in EVALUATED_SETS:
             for modality in ("image", "text"):
                 cell = results.get(set_name, {}).get(modality, {})
-                lines += [f"{model},{modality},{set_name},{metric},{cell.get(metric, '')}" for metric, _ in COLUMNS]
+                lines += [f"{title},{unlearned_on},{modality},{set_name},{metric},{cell.get(metric, '')}"
+                          for metric, _ in COLUMNS]
     return "\n".join(lines) + "\n"
 
 
-MODEL_TITLES = {"vanilla": "Vanilla", "ga": "GA"}
+UNLEARNED_ON = {"multimodal": "image+text", "text": "text"}
+
+
+def model_title(params: Params, name: str) -> tuple[str, str]:
+    """(display name, unlearning modality) of a study model, e.g. ("NPO", "text")."""
+    if name == "vanilla":
+        return "Vanilla", "—"
+    method, modality = parse_model_id(name)
+    return params.methods[method].title or method, UNLEARNED_ON.get(modality, modality)
 
 
 def write_report(params: Params) -> Path:
@@ -62,15 +71,15 @@ def write_report(params: Params) -> Path:
     from mmunlearn.evaluation.stage import metrics_path
 
     results = {}
-    for model in params.evaluation.models:
+    for model in params.evaluated_models():
         path = metrics_path(params, model)
         if not path.is_file():
             raise DataError(f"{path}: not found (run `mmunlearn evaluate --model {model}`)")
-        results[MODEL_TITLES.get(model, model)] = json.loads(path.read_text(encoding="utf-8"))
+        results[model_title(params, model)] = json.loads(path.read_text(encoding="utf-8"))
     folder = params.paths.reports
     write_text(folder / "table.md", "# MLLMU-Bench results (Table 2 layout)\n\n" + markdown_table(results))
     write_text(folder / "table.csv", csv_table(results))
-    with tracking.stage_run(params.tracking, "report", "all", {"evaluation": {"models": list(params.evaluation.models)}},
+    with tracking.stage_run(params.tracking, "report", "all", {"models": params.evaluated_models()},
                             params.paths.data_dvc):
         tracking.log_file(folder / "table.md", "report")
         tracking.log_file(folder / "table.csv", "report")

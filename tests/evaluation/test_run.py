@@ -48,9 +48,9 @@ def test_every_set_modality_and_metric_is_evaluated(split):
 def test_report_has_the_paper_layout():
     cell = {"mcq_acc": 0.5, "rouge_l": 0.25, "cloze_acc": 0.125}
     results = {s: {"image": cell, "text": cell} for s in EVALUATED_SETS}
-    table = markdown_table({"Vanilla": results, "GA": {}})
-    assert "### Image + text (multimodal)" in table and "### Text only" in table
-    assert "| Vanilla | 0.500 | 0.250 | n/a | 0.125 | 0.500 |" in table
-    assert "| GA | n/a |" in table
+    table = markdown_table({("Vanilla", "—"): results, ("GA", "text"): {}})
+    assert "### Evaluated on image + text (multimodal)" in table and "### Evaluated on text only" in table
+    assert "| Vanilla | — | 0.500 | 0.250 | n/a | 0.125 | 0.500 |" in table
+    assert "| GA | text | n/a |" in table
     assert "Forget Class. ↑" in table and "Celebrity Cloze" in table
-    assert "Vanilla,image,forget,mcq_acc,0.5" in csv_table({"Vanilla": results})
+    assert "Vanilla,—,image,forget,mcq_acc,0.5" in csv_table({("Vanilla", "—"): results})

@@ -8,7 +8,8 @@ from transformers import TrainerCallback, TrainingArguments
 from mmunlearn.config import DataConfig
 from mmunlearn.data.synthetic import generate_benchmark
 from mmunlearn.methods import compose
-from mmunlearn.methods.nll import answer_nll
+from mmunlearn.config import MethodConfig
+from mmunlearn.methods.common import answer_nll
 from mmunlearn.models.tiny import build_tiny_model, tokenizer_corpus
 from mmunlearn.training.data import TextExample, encode_example
 from mmunlearn.training.trainer import Collator, EncodedDataset, ForgetRetainDataset, run_training
@@ -100,6 +101,6 @@ def test_gradient_ascent_raises_the_forget_loss(setup, tmp_path):
     with torch.no_grad():
         before = answer_nll(model, probe).item()
     dataset = ForgetRetainDataset(examples[:16], retain=[])
-    run_training(model, dataset, collator, compose("ga"), _args(tmp_path, max_steps=6, save_strategy="no", learning_rate=3e-3))
+    run_training(model, dataset, collator, compose(MethodConfig(forget="ga")), _args(tmp_path, max_steps=6, save_strategy="no", learning_rate=3e-3))
     with torch.no_grad():
         assert answer_nll(model, probe).item() > before + 0.5

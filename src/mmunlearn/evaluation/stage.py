@@ -25,17 +25,19 @@ def evaluate_stage(params: Params, model_name: str) -> dict:
     from mmunlearn.data.splits import load_split
     from mmunlearn.errors import ConfigError
     from mmunlearn.evaluation.run import EvaluationSettings, evaluate
-    from mmunlearn.models.base import load_study_model
+    from mmunlearn.models.study import load_study_model, read_stack
 
-    if model_name not in ("vanilla", *params.unlearn):
-        raise ConfigError(f"--model {model_name!r}: neither 'vanilla' nor a method of params.yaml unlearn: "
-                          f"{sorted(params.unlearn)}")
+    if model_name not in params.evaluated_models():
+        raise ConfigError(f"--model {model_name!r}: not a model of this study (have: {params.evaluated_models()})")
     split = load_split(params.paths.splits)
     loaded = load_study_model(params, model_name)
-    settings = EvaluationSettings(params.evaluation.batch_size, params.evaluation.max_new_tokens)
+    stack = read_stack(params.paths.models / model_name) or {}
+    settings = EvaluationSettings(params.evaluation.batch_size, params.evaluation.max_new_tokens,
+                                  stack.get("system_prompt"))
     with tracking.stage_run(params.tracking, "evaluate", model_name,
                             {"evaluation": params.evaluation.model_dump(mode="json"),
-                             "split": params.split.model_dump(mode="json")}, params.paths.data_dvc):
+                             "split": params.split.model_dump(mode="json"),
+                             "system_prompt": settings.system_prompt or ""}, params.paths.data_dvc):
         results, records = evaluate(loaded.model, loaded.processor, split, settings)
         tracking.log_metrics(results)
     write_json(metrics_path(params, model_name), results)

@@ -1,32 +1,47 @@
 """Registries of forget objectives and retain regularisers, and their composition into one loss.
 
-A method in params.yaml is ``{forget: <objective>, retain: <regulariser or null>, retain_weight: w}``;
-its loss is ``forget_weight * forget(model, forget_batch) + retain_weight * retain(model, retain_batch)``.
-GradDiff = ga + nll and KL Minimisation = ga + kl are lines in params.yaml, not classes.
+A method in params.yaml is ``{forget: <objective>, retain: <regulariser or null>, retain_weight: w, ...}``;
+its loss is ``forget_weight * forget(model, inputs, method) + retain_weight * retain(model, retain_batch, method)``.
+GradDiff = ga + nll and KL Minimisation = ga + kl are lines in params.yaml, not classes. An objective
+declares what its batches must carry: reference log-probabilities computed before training (NPO,
+IdkPO) or an alternative answer per forget example (IdkPO's refusals).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-Objective = Callable[..., torch.Tensor]  # (model, batch, **context) -> scalar loss
+LossFn = Callable[..., torch.Tensor]  # (model, batch_or_inputs, method_config) -> scalar loss
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str
+    loss: LossFn
+    reference_logprobs: bool = False  # batches carry log π_ref(answer | prompt), computed once before training
+    alternative: str | None = None  # each forget example also comes with this kind of answer ("idk")
+
+
 FORGET_OBJECTIVES: dict[str, Objective] = {}
 RETAIN_REGULARISERS: dict[str, Objective] = {}
 
 
-def forget_objective(name: str):
-    def wrap(fn: Objective) -> Objective:
-        FORGET_OBJECTIVES[name] = fn
+def forget_objective(name: str, **needs):
+    """Register ``loss(model, inputs, method)``; ``inputs["forget"]`` is the forget batch."""
+    def wrap(fn: LossFn) -> LossFn:
+        FORGET_OBJECTIVES[name] = Objective(name, fn, **needs)
         return fn
     return wrap
 
 
-def retain_regulariser(name: str):
-    def wrap(fn: Objective) -> Objective:
-        RETAIN_REGULARISERS[name] = fn
+def retain_regulariser(name: str, **needs):
+    """Register ``loss(model, retain_batch, method)``."""
+    def wrap(fn: LossFn) -> LossFn:
+        RETAIN_REGULARISERS[name] = Objective(name, fn, **needs)
         return fn
     return wrap
 
@@ -34,26 +49,33 @@ def retain_regulariser(name: str):
 @dataclass(frozen=True)
 class ComposedLoss:
     forget: Objective
-    retain: Objective | None = None
-    forget_weight: float = 1.0
-    retain_weight: float = 1.0
+    retain: Objective | None
+    method: Any  # config.MethodConfig: weights and hyper-parameters the objectives read
 
     def __call__(self, model, inputs: dict) -> torch.Tensor:
-        loss = self.forget_weight * self.forget(model, inputs["forget"])
+        loss = self.method.forget_weight * self.forget.loss(model, inputs, self.method)
         if self.retain is not None:
-            loss = loss + self.retain_weight * self.retain(model, inputs["retain"])
+            loss = loss + self.method.retain_weight * self.retain.loss(model, inputs["retain"], self.method)
         return loss
 
     @property
     def needs_retain(self) -> bool:
         return self.retain is not None
 
+    @property
+    def reference_logprobs(self) -> bool:
+        return self.forget.reference_logprobs
 
-def compose(forget: str, retain: str | None = None, forget_weight: float = 1.0,
-            retain_weight: float = 1.0) -> ComposedLoss:
-    if forget not in FORGET_OBJECTIVES:
-        raise KeyError(f"unknown forget objective {forget!r} (known: {sorted(FORGET_OBJECTIVES)})")
-    if retain is not None and retain not in RETAIN_REGULARISERS:
-        raise KeyError(f"unknown retain regulariser {retain!r} (known: {sorted(RETAIN_REGULARISERS)})")
-    return ComposedLoss(FORGET_OBJECTIVES[forget], RETAIN_REGULARISERS.get(retain) if retain else None,
-                        forget_weight, retain_weight)
+    @property
+    def alternative(self) -> str | None:
+        return self.forget.alternative
+
+
+def compose(method) -> ComposedLoss:
+    """The loss of ``method`` (a config.MethodConfig); KeyError names an unknown objective."""
+    if method.forget not in FORGET_OBJECTIVES:
+        raise KeyError(f"unknown forget objective {method.forget!r} (known: {sorted(FORGET_OBJECTIVES)})")
+    if method.retain is not None and method.retain not in RETAIN_REGULARISERS:
+        raise KeyError(f"unknown retain regulariser {method.retain!r} (known: {sorted(RETAIN_REGULARISERS)})")
+    retain = RETAIN_REGULARISERS[method.retain] if method.retain else None
+    return ComposedLoss(FORGET_OBJECTIVES[method.forget], retain, method)

@@ -28,15 +28,6 @@ def base_source(params: Params) -> str | Path:
     return base_dir(params) if params.model.name == TINY else params.model.name
 
 
-def load_study_model(params: Params, adapter: str | None = None, trainable_adapter: bool = False):
-    """The base model with the adapter ``models/<adapter>`` on top, as params.yaml ``model:`` says to load it."""
-    from mmunlearn.models.loading import load_model
-
-    return load_model(base_source(params), params.paths.models / adapter if adapter else None,
-                      trust_remote_code=params.model.trust_remote_code, dtype=params.model.dtype,
-                      trainable_adapter=trainable_adapter)
-
-
 def build_base(params: Params) -> Path:
     target = base_dir(params)
     if params.model.name != TINY:
@@ -46,18 +37,21 @@ def build_base(params: Params) -> Path:
         return target
 
     from mmunlearn.data.schema import load_benchmark
-    from mmunlearn.methods.nll import answer_nll
+    from mmunlearn.methods.common import answer_nll
     from mmunlearn.models.tiny import TinyArchitecture, build_tiny_model, save_model, tokenizer_corpus
     from mmunlearn.training.examples import build_examples
-    from mmunlearn.training.stages import seed_everything, train_on_examples
+    from mmunlearn.training.stages import encode_all, seed_everything, train_on_examples
+    from mmunlearn.training.trainer import EncodedDataset
 
     seed_everything(params.base.seed)
     benchmark = load_benchmark(params.paths.benchmark)
     corpus = tokenizer_corpus(benchmark.full + benchmark.celebrity + benchmark.test)
     model, processor = build_tiny_model(corpus, TinyArchitecture(**params.model.tiny.model_dump()))
     examples = build_examples(benchmark.celebrity, params.base.formats, params.base.mcq_drills, params.base.seed)
-    train_on_examples(params, "base", TINY, model, processor, examples, params.base, answer_nll,
+    dataset = EncodedDataset(encode_all(processor, examples, "base: encoding"))
+    train_on_examples(params, "base", TINY, model, dataset, params.base, answer_nll,
                       log_params={"model": params.model.model_dump(mode="json"),
                                   "base": params.base.model_dump(mode="json")},
-                      save=lambda folder: save_model(model, processor, folder), target=target)
+                      save=lambda folder, _state: save_model(model, processor, folder), target=target,
+                      pad_token_id=processor.tokenizer.pad_token_id)
     return target

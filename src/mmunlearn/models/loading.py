@@ -52,15 +52,38 @@ def load_model(source: str | Path, adapter: str | Path | None = None, *, trust_r
     return loaded
 
 
-def save_adapter(model, folder: Path) -> None:
+def lora_config(settings):
+    """A peft LoraConfig from params (config.LoraSettings); "gaussian" init as the official code uses."""
+    from peft import LoraConfig
+
+    targets = settings.target_modules
+    return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                      target_modules=targets if isinstance(targets, str) else list(targets),
+                      init_lora_weights="gaussian")
+
+
+def add_lora(model, settings):
+    """A fresh trainable LoRA adapter (its B matrices start at zero, so the model's outputs are unchanged)."""
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config(settings))
+
+
+def merge_adapter(model):
+    """Fold a loaded adapter into the base weights (peft merge_and_unload), leaving a plain model."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
+def save_adapter(model, folder: Path, state_dict: dict | None = None) -> None:
     """Save a peft adapter so equal weights give equal bytes.
 
-    peft writes ``target_modules`` from a set, whose order follows the process's hash seed; sorting
-    it keeps the adapter folder (a DVC output) byte-identical across runs.
+    ``state_dict`` carries weights gathered from ZeRO-3 shards when training was sharded. peft writes
+    ``target_modules`` from a set, whose order follows the process's hash seed; sorting it keeps the
+    adapter folder (a DVC output) byte-identical across runs.
     """
     import json
 
-    model.save_pretrained(str(folder))
+    model.save_pretrained(str(folder), state_dict=state_dict)
     config_path = Path(folder) / "adapter_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
     for key, value in config.items():

@@ -24,7 +24,7 @@ def training_arguments(config: TrainConfig, checkpoint_dir: Path, **overrides) -
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=1,
-        logging_steps=10,
+        logging_steps=config.logging_steps,
         report_to=[],  # MLflow logging goes through tracking.py
         remove_unused_columns=False,  # our collator needs every field
         seed=config.seed,

@@ -58,4 +58,6 @@ def collate(examples: list[dict[str, torch.Tensor]], pad_token_id: int) -> dict[
     pixels = [e["pixel_values"] for e in examples if "pixel_values" in e]
     if pixels:
         batch["pixel_values"] = torch.stack(pixels)
+    if "reference_logprob" in examples[0]:  # precomputed by methods that compare with a reference model
+        batch["reference_logprob"] = torch.stack([e["reference_logprob"] for e in examples])
     return batch

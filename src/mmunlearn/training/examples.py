@@ -36,8 +36,9 @@ def value_pools(profiles: Sequence[Profile]) -> dict[str, list[str]]:
 
 
 def build_examples(profiles: Sequence[Profile], formats: Sequence[str] = ("qa",), mcq_drills: int = 1,
-                   seed: int = 0, pools: dict[str, list[str]] | None = None) -> list[TextExample]:
-    """Examples for every fine-tuning pair of ``profiles`` in each requested format."""
+                   seed: int = 0, pools: dict[str, list[str]] | None = None,
+                   modality: Modality | None = None) -> list[TextExample]:
+    """Examples for every fine-tuning pair of ``profiles`` in each requested format (of one modality, if given)."""
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ValueError(f"unknown example formats {sorted(unknown)} (known: {FORMATS})")
@@ -47,6 +48,8 @@ def build_examples(profiles: Sequence[Profile], formats: Sequence[str] = ("qa",)
     for profile in profiles:
         evaluation_prompts = {task_text(item) for item in profile.items}
         for pair in profile.finetune_pairs:
+            if modality is not None and pair.modality is not modality:
+                continue
             image = profile.image if pair.modality is Modality.IMAGE else None
             if "qa" in formats:
                 examples.append(TextExample(pair.question, pair.answer, image))
@@ -64,3 +67,26 @@ def build_examples(profiles: Sequence[Profile], formats: Sequence[str] = ("qa",)
                     examples.append(TextExample(mcq_text(pair.question, dict(zip(OPTION_LETTERS, choices))),
                                                 OPTION_LETTERS[choices.index(pair.value)], image))
     return examples
+
+
+# "I don't know" replies for refusal-based unlearning (IdkPO); varied so the model learns to refuse,
+# not to emit one fixed string.
+REFUSALS = (
+    "I don't know.",
+    "I'm not sure about that.",
+    "I have no information about that.",
+    "I can't answer that.",
+    "That is not something I know.",
+    "I am unable to tell you that.",
+    "I don't have that information.",
+    "Sorry, I don't know the answer.",
+)
+
+
+def refusal_examples(examples: Sequence[TextExample], seed: int = 0) -> list[TextExample]:
+    """The same prompts, each answered with a refusal (a seeded choice per example)."""
+    rng = random.Random(seed)
+    return [TextExample(example.user_text, rng.choice(REFUSALS), example.image_png) for example in examples]
+
+
+ALTERNATIVES = {"idk": refusal_examples}

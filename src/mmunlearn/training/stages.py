@@ -1,13 +1,16 @@
-"""The ``finetune`` and ``unlearn@<method>`` stages, and the training helper the ``base`` stage shares.
+"""The ``finetune`` and ``unlearn`` stages, and the training helper the ``base`` stage shares.
 
 Each stage: build examples from the split, encode them (answer-only labels), train through the one
-Trainer with the stage's objective, write the result atomically, and log the run to MLflow.
+Trainer with the stage's objective, write the result atomically, and log the run to MLflow. Under a
+multi-process launcher (torchrun / deepspeed) every rank trains; only the main one writes and logs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -15,13 +18,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mmunlearn.atomic import atomic_dir
-from mmunlearn.config import MethodConfig, Params, TrainConfig
+from mmunlearn.config import MethodConfig, Params, TrainConfig, model_id
 from mmunlearn.training.arguments import training_arguments
 from mmunlearn.training.data import TextExample, encode_example
 from mmunlearn.training.trainer import Collator, EncodedDataset, ForgetRetainDataset, LossFn, run_training
 
 log = logging.getLogger(__name__)
 FINGERPRINT_FILE = "fingerprint.json"
+UNLEARNING_MODALITY = {"multimodal": "image", "text": "text"}  # unlearn.modalities → the pairs' Modality
 
 
 def seed_everything(seed: int) -> None:
@@ -29,6 +33,11 @@ def seed_everything(seed: int) -> None:
     from transformers import set_seed
 
     set_seed(seed)
+
+
+def is_main_process() -> bool:
+    """True unless this is a non-zero rank of a torchrun / deepspeed launch."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def prepare_checkpoints(folder: Path, fingerprint: dict) -> None:
@@ -39,11 +48,12 @@ def prepare_checkpoints(folder: Path, fingerprint: dict) -> None:
     """
     marker = folder / FINGERPRINT_FILE
     wanted = json.dumps(fingerprint, sort_keys=True, default=str)
-    if folder.exists() and (not marker.is_file() or marker.read_text() != wanted):
-        log.info("discarding checkpoints in %s made with other settings", folder)
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    marker.write_text(wanted)
+    if is_main_process():
+        if folder.exists() and (not marker.is_file() or marker.read_text() != wanted):
+            log.info("discarding checkpoints in %s made with other settings", folder)
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        marker.write_text(wanted)
 
 
 def encode_all(processor, examples: list[TextExample], desc: str) -> list[dict]:
@@ -58,87 +68,158 @@ def _loss_summary(trainer) -> dict[str, float]:
     return summary
 
 
-def train_on_examples(params: Params, stage: str, model_name: str, model, processor, examples: list[TextExample],
-                      config: TrainConfig, loss_fn: LossFn, log_params: dict, save: Callable[[Path], None],
-                      target: Path, retain_examples: list[TextExample] | None = None) -> None:
-    """Train ``model`` on ``examples`` (paired with retain examples when given), then save to ``target``."""
+def _gathered_state_dict(trainer):
+    """The trained weights on the main process, gathered from ZeRO-3 shards (every rank must call this)."""
+    if getattr(trainer, "is_deepspeed_enabled", False):
+        return trainer.accelerator.get_state_dict(trainer.deepspeed)
+    return None
+
+
+def train_on_examples(params: Params, stage: str, model_name: str, model, dataset, config: TrainConfig,
+                      loss_fn: LossFn, log_params: dict, save: Callable[[Path, dict | None], None],
+                      target: Path, pad_token_id: int) -> None:
+    """Train ``model`` on an encoded ``dataset``, then save it to ``target`` (main process only)."""
     from mmunlearn import tracking
 
-    encoded = encode_all(processor, examples, f"{stage}: encoding")
-    if retain_examples is not None:
-        dataset = ForgetRetainDataset(encoded, encode_all(processor, retain_examples, f"{stage}: encoding retain"),
-                                      seed=config.seed)
-    else:
-        dataset = EncodedDataset(encoded)
     checkpoints = params.paths.checkpoints / model_name
-    prepare_checkpoints(checkpoints, {"stage": stage, "params": log_params, "examples": len(encoded),
-                                      "retain_examples": len(retain_examples or [])})
+    prepare_checkpoints(checkpoints, {"stage": stage, "params": log_params, "examples": len(dataset)})
     args = training_arguments(config, checkpoints)
-    with tracking.stage_run(params.tracking, stage, model_name, log_params, params.paths.data_dvc):
-        trainer = run_training(model, dataset, Collator(processor.tokenizer.pad_token_id), loss_fn, args)
-        tracking.log_metrics({**_loss_summary(trainer), "train.examples": float(len(encoded))})
-        if trainer.is_world_process_zero():
+    main = is_main_process()
+    run = (tracking.stage_run(params.tracking, stage, model_name, log_params, params.paths.data_dvc) if main
+           else contextlib.nullcontext())
+    with run:
+        trainer = run_training(model, dataset, Collator(pad_token_id), loss_fn, args)
+        state_dict = _gathered_state_dict(trainer)
+        if main:
+            tracking.log_metrics({**_loss_summary(trainer), "train.examples": float(len(dataset))})
             with atomic_dir(target) as staging:
-                save(staging)
+                save(staging, state_dict)
             tracking.log_artifacts(target, model_name)
             shutil.rmtree(checkpoints, ignore_errors=True)  # done: nothing left to resume
-    log.info("%s: wrote %s", stage, target)
+    if main:
+        log.info("%s: wrote %s", stage, target)
 
 
-def finetune(params: Params) -> Path:
-    """The vanilla model: a LoRA adapter trained on every fictitious profile (forget + retain)."""
-    from peft import LoraConfig, get_peft_model
-
+def finetune(params: Params, subset: str = "all") -> Path:
+    """LoRA on the fictitious profiles: every one (the vanilla model), or the retain set only (NPO's reference)."""
     from mmunlearn.data.splits import load_split
-    from mmunlearn.methods.nll import answer_nll
-    from mmunlearn.models.base import load_study_model
-    from mmunlearn.models.loading import save_adapter
+    from mmunlearn.methods.common import answer_nll
+    from mmunlearn.models.loading import add_lora, save_adapter
+    from mmunlearn.models.study import load_study_model
     from mmunlearn.training.examples import build_examples, value_pools
 
     config = params.finetune
     seed_everything(config.seed)
     split = load_split(params.paths.splits)
-    people = split.forget + split.retain
+    people = split.forget + split.retain if subset == "all" else split.retain
+    name = "vanilla" if subset == "all" else "retain"
     loaded = load_study_model(params)
-    lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-                      target_modules=config.lora.target_modules if isinstance(config.lora.target_modules, str)
-                      else list(config.lora.target_modules), init_lora_weights="gaussian")
-    model = get_peft_model(loaded.model, lora)
-    examples = build_examples(people, config.formats, config.mcq_drills, config.seed, value_pools(people))
-    target = params.paths.models / "vanilla"
-    train_on_examples(params, "finetune", "vanilla", model, loaded.processor, examples, config, answer_nll,
+    model = add_lora(loaded.model, config.lora)
+    examples = build_examples(people, config.formats, config.mcq_drills, config.seed,
+                              value_pools(split.forget + split.retain))
+    dataset = EncodedDataset(encode_all(loaded.processor, examples, f"{name}: encoding"))
+    target = params.paths.models / name
+    train_on_examples(params, "finetune", name, model, dataset, config, answer_nll,
                       log_params={"model": params.model.model_dump(mode="json"),
-                                  "finetune": config.model_dump(mode="json")},
-                      save=lambda folder: save_adapter(model, folder), target=target)
+                                  "finetune": config.model_dump(mode="json"), "subset": subset},
+                      save=lambda folder, state: save_adapter(model, folder, state),
+                      target=target, pad_token_id=loaded.processor.tokenizer.pad_token_id)
     return target
 
 
-def unlearn(params: Params, method: str) -> Path:
-    """Unlearn the forget set from the vanilla model with a composed method loss."""
+def _attach_reference_logprobs(encoded: list[dict], reference_model, pad_token_id: int, batch_size: int) -> None:
+    """Store log π_ref(answer | prompt) in each encoded example (computed once, before training)."""
+    import torch
+
+    from mmunlearn.methods.common import sequence_logprobs
+    from mmunlearn.training.data import collate
+
+    for start in tqdm(range(0, len(encoded), batch_size), desc="reference log-probabilities", leave=False):
+        chunk = encoded[start:start + batch_size]
+        with torch.no_grad():
+            logprobs, _ = sequence_logprobs(reference_model, collate(chunk, pad_token_id))
+        for example, value in zip(chunk, logprobs):
+            example["reference_logprob"] = value.detach().clone()
+
+
+def _with_reference_logprobs(params: Params, config: MethodConfig, model, pad_token_id: int,
+                             parts: list[list[dict]]) -> None:
+    from mmunlearn.methods.common import frozen_reference
+    from mmunlearn.models.study import load_study_model
+
+    if config.reference == "retain":
+        reference = load_study_model(params, "retain").model.eval()
+        for part in parts:
+            _attach_reference_logprobs(part, reference, pad_token_id, config.batch_size)
+        del reference
+        return
+    with frozen_reference(model) as reference:  # the fresh adapter off: exactly the vanilla model
+        for part in parts:
+            _attach_reference_logprobs(part, reference, pad_token_id, config.batch_size)
+
+
+def unlearn(params: Params, method: str, modality: str) -> Path:
+    """Unlearn the forget set from the vanilla model with ``method``, fed in one unlearning modality.
+
+    A fresh LoRA adapter is trained on top of the vanilla weights (vanilla adapter merged in); a
+    method that trains nothing (Prompting) only records its system prompt.
+    """
+    from mmunlearn import tracking
+    from mmunlearn.data.schema import Modality
     from mmunlearn.data.splits import load_split
     from mmunlearn.errors import ConfigError
     from mmunlearn.methods import compose
-    from mmunlearn.models.base import load_study_model
-    from mmunlearn.models.loading import save_adapter
-    from mmunlearn.training.examples import build_examples, value_pools
+    from mmunlearn.models.loading import add_lora, merge_adapter, save_adapter
+    from mmunlearn.models.study import load_study_model, write_stack
+    from mmunlearn.training.examples import ALTERNATIVES, build_examples, value_pools
 
-    if method not in params.unlearn:
-        raise ConfigError(f"params.yaml: unlearn.{method}: no such method (have: {sorted(params.unlearn)})")
-    config: MethodConfig = params.unlearn[method]
+    if method not in params.methods:
+        raise ConfigError(f"params.yaml: methods.{method}: no such method (have: {sorted(params.methods)})")
+    if modality not in UNLEARNING_MODALITY:
+        raise ConfigError(f"--modality {modality!r}: expected one of {sorted(UNLEARNING_MODALITY)}")
+    config: MethodConfig = params.methods[method]
+    name = model_id(method, modality)
+    target = params.paths.models / name
+    log_params = {"model": params.model.model_dump(mode="json"), "method": {method: config.model_dump(mode="json")},
+                  "unlearn": {"modality": modality}}
+    stack = {"on_top_of": "vanilla", "system_prompt": config.system_prompt, "method": method, "modality": modality}
     seed_everything(config.seed)
+    if config.forget is None:  # evaluation-time method: nothing to train
+        if is_main_process():
+            with tracking.stage_run(params.tracking, "unlearn", name, log_params, params.paths.data_dvc):
+                with atomic_dir(target) as staging:
+                    write_stack(staging, adapter=False, **stack)
+        return target
     try:
-        loss = compose(config.forget, config.retain, config.forget_weight, config.retain_weight)
+        loss = compose(config)
     except KeyError as exc:
-        raise ConfigError(f"params.yaml: unlearn.{method}: {exc.args[0]}") from None
+        raise ConfigError(f"params.yaml: methods.{method}: {exc.args[0]}") from None
+    if loss.reference_logprobs and config.reference == "retain" and not (params.paths.models / "retain").is_dir():
+        raise ConfigError(f"{params.paths.models / 'retain'}: not found; methods.{method}.reference: retain needs "
+                          "`mmunlearn finetune --subset retain` first")
+
     split = load_split(params.paths.splits)
     pools = value_pools(split.forget + split.retain)
-    loaded = load_study_model(params, "vanilla", trainable_adapter=True)
-    forget = build_examples(split.forget, config.formats, config.mcq_drills, config.seed, pools)
-    retain = build_examples(split.retain, config.formats, config.mcq_drills, config.seed, pools) if loss.needs_retain else []
-    target = params.paths.models / method
-    train_on_examples(params, "unlearn", method, loaded.model, loaded.processor, forget, config, loss,
-                      log_params={"model": params.model.model_dump(mode="json"),
-                                  "unlearn": {method: config.model_dump(mode="json")}},
-                      save=lambda folder: save_adapter(loaded.model, folder), target=target,
-                      retain_examples=retain)
+    pairs_modality = Modality(UNLEARNING_MODALITY[modality])
+    vanilla = load_study_model(params, "vanilla")
+    processor, pad_token_id = vanilla.processor, vanilla.processor.tokenizer.pad_token_id
+    model = add_lora(merge_adapter(vanilla.model), params.finetune.lora)
+
+    forget_examples = build_examples(split.forget, config.formats, config.mcq_drills, config.seed, pools, pairs_modality)
+    forget = encode_all(processor, forget_examples, f"{name}: encoding forget")
+    alternative = (encode_all(processor, ALTERNATIVES[loss.alternative](forget_examples, config.seed),
+                              f"{name}: encoding alternatives") if loss.alternative else None)
+    retain = (encode_all(processor, build_examples(split.retain, config.formats, config.mcq_drills, config.seed,
+                                                   pools, pairs_modality), f"{name}: encoding retain")
+              if loss.needs_retain else [])
+    if loss.reference_logprobs:
+        _with_reference_logprobs(params, config, model, pad_token_id, [forget] + ([alternative] if alternative else []))
+    dataset = ForgetRetainDataset(forget, retain, seed=config.seed, alternative=alternative)
+
+    def save(folder: Path, state: dict | None) -> None:
+        save_adapter(model, folder, state)
+        write_stack(folder, adapter=True, **stack)
+
+    train_on_examples(params, "unlearn", name, model, dataset, config, loss, log_params=log_params, save=save,
+                      target=target, pad_token_id=pad_token_id)
     return target

@@ -36,17 +36,27 @@ class EncodedDataset(Dataset):
 
 
 class ForgetRetainDataset(Dataset):
-    """Each forget example paired with a retain example drawn by a seeded, index-determined choice."""
+    """Each forget example (with its alternative answer, if any) and a retain example.
 
-    def __init__(self, forget: list[dict], retain: list[dict], seed: int = 0):
-        self.forget, self.retain, self.seed = forget, retain, seed
+    The retain partner is a seeded, index-determined draw, so a resumed run sees the same pairs.
+    """
+
+    def __init__(self, forget: list[dict], retain: list[dict], seed: int = 0,
+                 alternative: list[dict] | None = None):
+        if alternative is not None and len(alternative) != len(forget):
+            raise ValueError("one alternative answer per forget example is needed")
+        self.forget, self.retain, self.seed, self.alternative = forget, retain, seed, alternative
 
     def __len__(self) -> int:
         return len(self.forget)
 
     def __getitem__(self, index: int) -> dict:
-        partner = random.Random(self.seed * 1_000_003 + index).randrange(len(self.retain)) if self.retain else None
-        return {"forget": self.forget[index], "retain": self.retain[partner] if partner is not None else None}
+        item = {"forget": self.forget[index]}
+        if self.retain:
+            item["retain"] = self.retain[random.Random(self.seed * 1_000_003 + index).randrange(len(self.retain))]
+        if self.alternative is not None:
+            item["forget_alternative"] = self.alternative[index]
+        return item
 
 
 @dataclass(frozen=True)
@@ -54,11 +64,8 @@ class Collator:
     pad_token_id: int
 
     def __call__(self, examples: list[dict]) -> dict:
-        if "forget" in examples[0]:
-            batch = {"forget": collate([e["forget"] for e in examples], self.pad_token_id)}
-            if examples[0]["retain"] is not None:
-                batch["retain"] = collate([e["retain"] for e in examples], self.pad_token_id)
-            return batch
+        if "forget" in examples[0]:  # unlearning: a batch per part
+            return {part: collate([e[part] for e in examples], self.pad_token_id) for part in examples[0]}
         return collate(examples, self.pad_token_id)
 
 

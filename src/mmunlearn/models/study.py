@@ -1,0 +1,55 @@
+"""The study's models by name: base, the vanilla / retain adapters, and unlearned models.
+
+An unlearned model's folder holds ``stack.json``: the model it was unlearned from (``on_top_of``),
+whether it trained an adapter of its own, and the system prompt it is asked under (Prompting). Its
+adapter is a delta on top of the vanilla weights, so "the model before unlearning" is the same
+weights with that adapter switched off.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mmunlearn.config import Params
+from mmunlearn.models.base import base_source
+
+STACK_FILE = "stack.json"
+
+
+def load_study_model(params: Params, name: str | None = None):
+    """A model of the study by name, loaded as params.yaml ``model:`` says.
+
+    ``None``: the base model. ``vanilla`` / ``retain``: the base with that LoRA adapter. An unlearned
+    model (``models/<name>/stack.json``): the model it was unlearned from with its adapter merged in,
+    plus the unlearning adapter, if it trained one.
+    """
+    from mmunlearn.models.loading import LoadedModel, load_model, merge_adapter
+
+    common = {"trust_remote_code": params.model.trust_remote_code, "dtype": params.model.dtype}
+    if name is None:
+        return load_model(base_source(params), **common)
+    folder = params.paths.models / name
+    stack = read_stack(folder)
+    if stack is None:
+        return load_model(base_source(params), folder, **common)
+    under = load_study_model(params, stack["on_top_of"])
+    model = merge_adapter(under.model)
+    if stack["adapter"]:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(folder))
+    return LoadedModel(model=model, processor=under.processor)
+
+
+def read_stack(folder: Path) -> dict | None:
+    """What an unlearned model is made of (``on_top_of``, ``adapter``, ``system_prompt``), or None for an adapter."""
+    path = Path(folder) / STACK_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_stack(folder: Path, on_top_of: str, adapter: bool, system_prompt: str | None, **details) -> None:
+    payload = {"on_top_of": on_top_of, "adapter": adapter, "system_prompt": system_prompt, **details}
+    (Path(folder) / STACK_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")

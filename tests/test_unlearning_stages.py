@@ -1,0 +1,112 @@
+"""Every method of params.yaml unlearns through the real stages, in both unlearning modalities."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+import yaml
+
+from mmunlearn.config import load_params
+from tests.conftest import REPO_ROOT, run_cli
+from tests.test_stages import MICRO
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A micro study with base, vanilla and retain models, and every method of the repo's params.yaml."""
+    folder = tmp_path_factory.mktemp("study")
+    shutil.copytree(REPO_ROOT / "expectations", folder / "expectations")
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    for section, values in MICRO.items():
+        params[section] = {**params.get(section, {}), **values}
+    params["methods"] = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["methods"]
+    for settings in params["methods"].values():
+        settings.update({"epochs": 1, "batch_size": 8})
+    params["unlearn"] = {"methods": list(params["methods"]), "modalities": ["multimodal", "text"]}
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        for command in (["data", "synth"], ["split"], ["base"], ["finetune"], ["finetune", "--subset", "retain"]):
+            assert run_cli(command)[0] == 0, command
+    return folder
+
+
+def _unlearn(study, monkeypatch, method: str, modality: str) -> dict:
+    monkeypatch.chdir(study)
+    code, _, err = run_cli(["unlearn", "--method", method, "--modality", modality])
+    assert code == 0, err
+    return json.loads((study / "models" / f"{method}-{modality}" / "stack.json").read_text())
+
+
+@pytest.mark.parametrize("method", ["ga", "grad_diff", "kl", "npo", "simnpo", "idkpo", "rmu"])
+def test_each_trained_method_writes_an_adapter_on_top_of_vanilla(study, monkeypatch, method):
+    from mmunlearn.models.study import load_study_model
+
+    stack = _unlearn(study, monkeypatch, method, "text")
+    assert stack == {"on_top_of": "vanilla", "adapter": True, "system_prompt": None, "method": method,
+                     "modality": "text"}
+    folder = study / "models" / f"{method}-text"
+    assert (folder / "adapter_model.safetensors").is_file()
+    # it loads as evaluation loads it, and training moved it away from the vanilla model
+    params = load_params(study / "params.yaml")
+    unlearned = load_study_model(params, f"{method}-text").model
+    lora_b = [p for n, p in unlearned.named_parameters() if "lora_B" in n]
+    assert lora_b and any(p.abs().max() > 0 for p in lora_b)
+
+
+def test_npo_reference_is_selectable(study, monkeypatch, capsys):
+    """reference: retain needs the retain-only model and gives other log-ratios than the vanilla reference."""
+    params = yaml.safe_load((study / "params.yaml").read_text())
+    params["methods"]["npo_vanilla"] = {**params["methods"]["npo"], "reference": "vanilla"}
+    (study / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for method in ("npo", "npo_vanilla"):
+        _unlearn(study, monkeypatch, method, "multimodal")
+    from safetensors.torch import load_file
+
+    weights = [load_file(study / "models" / f"{m}-multimodal" / "adapter_model.safetensors") for m in ("npo", "npo_vanilla")]
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+    shutil.move(study / "models" / "retain", study / "retain.moved")
+    try:
+        monkeypatch.chdir(study)
+        code, _, err = run_cli(["unlearn", "--method", "npo", "--modality", "text"], capsys)
+        assert code == 2 and "finetune --subset retain" in err
+    finally:
+        shutil.move(study / "retain.moved", study / "models" / "retain")
+
+
+def test_prompting_trains_nothing_and_is_evaluated_under_its_system_prompt(study, monkeypatch, capsys):
+    stack = _unlearn(study, monkeypatch, "prompting", "multimodal")
+    assert stack["adapter"] is False and "personal-related information" in stack["system_prompt"]
+    assert not (study / "models" / "prompting-multimodal" / "adapter_model.safetensors").exists()
+    code, _, err = run_cli(["evaluate", "--model", "prompting-multimodal"], capsys)
+    assert code == 0, err
+    from mmunlearn.tracking import find_runs
+
+    run = find_runs(load_params(study / "params.yaml").tracking, stage="evaluate")[0]
+    assert run.data.tags["model"] == "prompting-multimodal"
+    assert "personal-related information" in run.data.params["system_prompt"]
+
+
+def test_unlearning_modality_decides_what_the_forget_data_shows(study, monkeypatch):
+    """multimodal unlearning trains on face + "this person" questions, text unlearning on names alone."""
+    from mmunlearn.data.schema import Modality
+    from mmunlearn.data.splits import load_split
+    from mmunlearn.training.examples import build_examples
+
+    split = load_split(study / "data" / "splits")
+    image = build_examples(split.forget, ("qa",), modality=Modality.IMAGE)
+    text = build_examples(split.forget, ("qa",), modality=Modality.TEXT)
+    assert image and all(e.image_png is not None and "this person" in e.user_text for e in image)
+    assert text and all(e.image_png is None and "this person" not in e.user_text for e in text)
+    _unlearn(study, monkeypatch, "ga", "multimodal")
+    from mmunlearn.tracking import find_runs
+
+    runs = {r.data.tags["model"]: r for r in find_runs(load_params(study / "params.yaml").tracking, stage="unlearn")}
+    assert runs["ga-multimodal"].data.metrics["train.examples"] == len(image)
+    assert runs["ga-text"].data.metrics["train.examples"] == len(text)
