@@ -47,3 +47,23 @@ def test_collate_left_pads_and_stacks_only_present_images(processor):
         assert batch["attention_mask"][row].tolist() == [0] * (length - n) + [1] * n
         assert (batch["labels"][row, : length - n] == IGNORE_INDEX).all()
         assert torch.equal(batch["input_ids"][row, length - n:], example["input_ids"])
+
+
+def test_prompt_targets_are_learned_wherever_they_occur(processor):
+    processor, _ = processor
+    tokenizer = processor.tokenizer
+    prompt = "Which city?\nA: Oslo (wrong)\nB: Tartu (right)\nC: Riga (wrong)"
+    encoded = encode_example(processor, TextExample(prompt, "B", None, prompt_targets=(" (right)", " (wrong)")))
+    labels, ids = encoded["labels"], encoded["input_ids"]
+    learned = labels != IGNORE_INDEX
+    assert torch.equal(labels[learned], ids[learned])
+    learned_text = tokenizer.decode(ids[learned])
+    assert learned_text.count("(wrong)") == 2 and learned_text.count("(right)") == 1
+    assert "Oslo" not in learned_text and "Which" not in learned_text  # the rest of the prompt stays masked
+    assert learned_text.endswith("B</s>")
+
+
+def test_a_prompt_target_missing_from_the_prompt_is_an_error(processor):
+    processor, _ = processor
+    with pytest.raises(ValueError, match="prompt target"):
+        encode_example(processor, TextExample("Which city?", "B", None, prompt_targets=(" (right)",)))

@@ -67,3 +67,22 @@ def test_cloze_drills_blank_the_value_of_the_training_sentence(benchmark):
     # the sentences that coincide with an evaluation statement were the ones skipped
     blanked = {p.answer.replace(p.value, "__", 1) for prof in profiles for p in prof.finetune_pairs if p.value}
     assert any(i.question in blanked for p in profiles for i in p.items)
+
+
+def test_checked_drills_mark_every_option_and_train_on_the_marks(benchmark):
+    from mmunlearn.training.examples import RIGHT, WRONG
+
+    profiles = benchmark.full
+    drills = build_examples(profiles, ("mcq_check",), mcq_drills=2, seed=3)
+    values = {(p.question, p.value) for prof in profiles for p in prof.finetune_pairs}
+    assert drills
+    for drill in drills:
+        question, *option_lines, _ = drill.user_text.split("\n")
+        options = dict(line.split(": ", 1) for line in option_lines)
+        right = [letter for letter, text in options.items() if text.endswith(RIGHT)]
+        assert right == [drill.answer]  # exactly one option is marked right: the answer letter
+        assert all(options[letter].endswith(WRONG) for letter in options if letter != drill.answer)
+        assert (question, options[drill.answer].removesuffix(RIGHT)) in values
+        assert drill.prompt_targets == (RIGHT, WRONG)
+    plain = build_examples(profiles, ("mcq",), mcq_drills=2, seed=3)
+    assert all(not d.prompt_targets and RIGHT not in d.user_text for d in plain)

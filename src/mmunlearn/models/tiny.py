@@ -44,6 +44,7 @@ class TinyArchitecture:
     text_layers: int = 4
     text_heads: int = 4
     text_intermediate: int = 512
+    text_init_std: float = 0.02
     max_positions: int = 256
     seed: int = 0
 
@@ -101,7 +102,7 @@ def build_tiny_model(texts: Iterable[str], arch: TinyArchitecture):
                        num_attention_heads=arch.text_heads, num_key_value_heads=arch.text_heads,
                        max_position_embeddings=arch.max_positions, bos_token_id=tokenizer.bos_token_id,
                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                       tie_word_embeddings=False)
+                       tie_word_embeddings=False, initializer_range=arch.text_init_std)
     config = LlavaConfig(vision_config=vision, text_config=text,
                          image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
                          vision_feature_select_strategy="default", vision_feature_layer=-1,

@@ -17,22 +17,41 @@ IGNORE_INDEX = -100
 
 @dataclass(frozen=True)
 class TextExample:
-    """One (prompt, answer) pair, with the face image when the question shows it."""
+    """One (prompt, answer) pair, with the face image when the question shows it.
+
+    ``prompt_targets``: phrases inside the prompt that are trained on too (every occurrence), e.g. the
+    "(right)"/"(wrong)" marks of a checked multiple-choice drill.
+    """
 
     user_text: str
     answer: str
     image_png: bytes | None = None
+    prompt_targets: tuple[str, ...] = ()
+
+
+def _occurrences(sequence: list[int], phrase: list[int]) -> list[int]:
+    n = len(phrase)
+    return [i for i in range(len(sequence) - n + 1) if sequence[i:i + n] == phrase]
 
 
 def encode_example(processor, example: TextExample, system_prompt: str | None = None) -> dict[str, torch.Tensor]:
-    """Token ids of prompt + answer + EOS, labels masked to the answer (+ EOS), pixel values if any."""
+    """Token ids of prompt + answer + EOS, labels masked to the answer (+ EOS, + prompt targets), pixels if any."""
     encoded = encode_prompt(processor, example.user_text, example.image_png, system_prompt)
     tokenizer = processor.tokenizer
     prompt_ids = encoded["input_ids"]
     answer_ids = torch.tensor(tokenizer(" " + example.answer, add_special_tokens=False)["input_ids"]
                               + [tokenizer.eos_token_id], dtype=prompt_ids.dtype)
+    prompt_labels = torch.full_like(prompt_ids, IGNORE_INDEX)
+    ids = prompt_ids.tolist()
+    for phrase in example.prompt_targets:
+        phrase_ids = tokenizer(phrase, add_special_tokens=False)["input_ids"]
+        starts = _occurrences(ids, phrase_ids)
+        if not starts:
+            raise ValueError(f"prompt target {phrase!r} does not tokenize the same inside the prompt")
+        for start in starts:
+            prompt_labels[start:start + len(phrase_ids)] = prompt_ids[start:start + len(phrase_ids)]
     encoded["input_ids"] = torch.cat([prompt_ids, answer_ids])
-    encoded["labels"] = torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), answer_ids])
+    encoded["labels"] = torch.cat([prompt_labels, answer_ids])
     return encoded
 
 

@@ -5,6 +5,10 @@
 - ``mcq``: a multiple-choice drill — the pair's question, its short value among three distractors of
   the same attribute (drawn from the other people), reply = the letter. Drills use the training
   phrasing and fresh distractors, never the evaluation items.
+- ``mcq_check``: the same drill with every option followed by "(right)" or "(wrong)", and those marks
+  trained on as well as the letter. Four checked options per question is a dense signal that teaches
+  a small model to test each option against what it knows — the step a plain drill (one letter per
+  question) leaves it to discover alone, which took the tiny model thousands of steps longer.
 - ``cloze``: the pair's answer sentence with its value blanked, under the fill-in-the-blank
   instruction; reply = the value. A drill whose prompt equals one of the person's evaluation items
   is skipped, so no evaluation prompt is ever trained on.
@@ -60,13 +64,25 @@ def build_examples(profiles: Sequence[Profile], formats: Sequence[str] = ("qa",)
                 if prompt not in evaluation_prompts:
                     examples.append(TextExample(prompt, pair.value, image))
             distractors = [v for v in pools.get(pair.attribute, []) if v != pair.value]
-            if "mcq" in formats and pair.value and len(distractors) >= len(OPTION_LETTERS) - 1:
+            if not pair.value or len(distractors) < len(OPTION_LETTERS) - 1:
+                continue
+            for checked in [c for c, name in ((False, "mcq"), (True, "mcq_check")) if name in formats]:
                 for _ in range(mcq_drills):
                     choices = rng.sample(distractors, len(OPTION_LETTERS) - 1) + [pair.value]
                     rng.shuffle(choices)
-                    examples.append(TextExample(mcq_text(pair.question, dict(zip(OPTION_LETTERS, choices))),
-                                                OPTION_LETTERS[choices.index(pair.value)], image))
+                    examples.append(_mcq_drill(pair.question, choices, pair.value, image, checked))
     return examples
+
+
+RIGHT, WRONG = " (right)", " (wrong)"
+
+
+def _mcq_drill(question: str, choices: list[str], value: str, image: bytes | None, checked: bool) -> TextExample:
+    letter = OPTION_LETTERS[choices.index(value)]
+    if not checked:
+        return TextExample(mcq_text(question, dict(zip(OPTION_LETTERS, choices))), letter, image)
+    marked = [choice + (RIGHT if choice == value else WRONG) for choice in choices]
+    return TextExample(mcq_text(question, dict(zip(OPTION_LETTERS, marked))), letter, image, (RIGHT, WRONG))
 
 
 # "I don't know" replies for refusal-based unlearning (IdkPO); varied so the model learns to refuse,
