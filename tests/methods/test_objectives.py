@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from mmunlearn.config import MethodConfig
 from mmunlearn.methods import FORGET_OBJECTIVES, RETAIN_REGULARISERS, compose
-from mmunlearn.methods.common import answer_logprobs, answer_nll, sequence_logprobs
+from mmunlearn.methods.common import answer_nll, model_inputs, sequence_logprobs
 from mmunlearn.methods.idkpo import preference_loss
 from mmunlearn.methods.kl import answer_kl, retain_kl
 from mmunlearn.methods.npo import npo_loss
@@ -25,10 +26,31 @@ def _logsigmoid(x: float) -> float:
 
 def test_answer_logprobs_sum_only_the_answer_tokens():
     logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1], [1 / 3, 1 / 3, 1 / 3]]]))
-    labels = torch.tensor([[IGNORE_INDEX, 1, 2]])  # position 0 predicts token 1, position 1 predicts token 2
-    total, count = answer_logprobs(logits, labels)
-    assert count.tolist() == [2]
-    assert total.item() == pytest.approx(math.log(0.25) + math.log(0.1), abs=1e-6)
+    batch = {"labels": torch.tensor([[IGNORE_INDEX, 1, 2], [IGNORE_INDEX, IGNORE_INDEX, 0]])}
+    seen = {}
+
+    def model(logits_to_keep, **_):  # returns the kept rows of fixed logits, as the LM head would
+        seen["kept"] = logits_to_keep
+        return SimpleNamespace(logits=torch.cat([logits, logits])[logits_to_keep])
+
+    total, count = sequence_logprobs(model, batch)
+    assert seen["kept"].tolist() == [[True, True, False], [False, True, False]]  # only answer-predicting positions
+    assert count.tolist() == [2, 1]
+    assert total[0].item() == pytest.approx(math.log(0.25) + math.log(0.1), abs=1e-6)
+    assert total[1].item() == pytest.approx(math.log(0.1), abs=1e-6)
+
+
+def test_answer_nll_equals_the_full_sequence_loss(tiny):
+    """Projecting only the answer positions changes nothing but the cost."""
+    model, _, batch = tiny
+    perturb_adapter(model, 0.1)
+    full = model(**model_inputs(batch), labels=batch["labels"]).loss
+    assert answer_nll(model, batch).item() == pytest.approx(full.item(), rel=1e-5)
+    logits = model(**model_inputs(batch)).logits
+    mask = batch["labels"][:, 1:] != IGNORE_INDEX
+    picked = torch.log_softmax(logits[:, :-1], -1).gather(-1, batch["labels"][:, 1:].clamp(min=0)[..., None])[..., 0]
+    assert torch.allclose(sequence_logprobs(model, batch)[0], (picked * mask).sum(-1), atol=1e-4)
+    reset_adapter(model)
 
 
 def test_npo_matches_its_formula():
@@ -84,12 +106,11 @@ def test_kl_is_zero_when_current_equals_reference_and_positive_otherwise(tiny):
 
 
 def test_answer_kl_hand_computed():
-    labels = torch.tensor([[IGNORE_INDEX, 0]])
     p, q = torch.tensor([0.5, 0.5]), torch.tensor([0.9, 0.1])
-    reference_logits = torch.log(p).view(1, 1, 2).expand(1, 2, 2)
-    logits = torch.log(q).view(1, 1, 2).expand(1, 2, 2)
     expected = float((p * (p.log() - q.log())).sum())
-    assert answer_kl(logits, reference_logits, labels).item() == pytest.approx(expected, rel=1e-6)
+    reference_logits = torch.log(torch.stack([p, p]))
+    logits = torch.log(torch.stack([q, p]))  # the second position matches its reference: KL 0
+    assert answer_kl(logits, reference_logits).item() == pytest.approx(expected / 2, rel=1e-6)
 
 
 def test_rmu_terms(tiny):

@@ -68,7 +68,7 @@ def score_options(model, processor, requests: list[Request], batch_size: int = 3
     device = _model_device(model)
     for indices in tqdm(list(_batches(encoded, batch_size)), desc=desc, unit="batch", leave=False):
         batch = {k: v.to(device) for k, v in collate([encoded[i] for i in indices], processor.tokenizer.pad_token_id).items()}
-        logits = model(**batch).logits[:, -1, :].float()
+        logits = model(**batch, logits_to_keep=1).logits[:, -1, :].float()
         letter_logprobs = torch.log_softmax(logits, dim=-1)[:, letter_ids].cpu()
         for row, index in enumerate(indices):
             scores[index] = dict(zip(OPTION_LETTERS, letter_logprobs[row].tolist()))

@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 
 from mmunlearn.training.data import IGNORE_INDEX
 
@@ -21,28 +22,37 @@ def model_inputs(batch: dict) -> dict:
     return {key: batch[key] for key in MODEL_INPUTS if key in batch}
 
 
+def answer_logits(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits only where the next token is an answer token: ([n, vocab], targets [n], batch row of each [n]).
+
+    ``logits_to_keep`` projects just those positions onto the vocabulary — the LM head is a large share
+    of a small model's cost, and every objective only ever reads answer positions.
+    """
+    labels = batch["labels"]
+    predicts_answer = torch.zeros_like(labels, dtype=torch.bool)
+    predicts_answer[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    logits = model(**model_inputs(batch), logits_to_keep=predicts_answer).logits
+    rows = predicts_answer.nonzero()[:, 0]
+    return logits, labels[:, 1:][predicts_answer[:, :-1]], rows
+
+
 def answer_nll(model, batch: dict) -> torch.Tensor:
     """Mean negative log-likelihood of the answer tokens (labels ≠ -100) over the batch."""
-    return model(**model_inputs(batch), labels=batch["labels"]).loss
+    logits, targets, _ = answer_logits(model, batch)
+    return F.cross_entropy(logits.float(), targets)
 
 
-def answer_mask(labels: torch.Tensor) -> torch.Tensor:
-    """True where a position predicts an answer token (the token after it is labelled)."""
-    return labels[:, 1:] != IGNORE_INDEX
-
-
-def answer_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per sequence: Σ_t log p(y_t | x, y_<t) over the answer tokens, and how many there are."""
-    targets = labels[:, 1:]
-    mask = targets != IGNORE_INDEX
-    token_logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    picked = token_logprobs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (picked * mask).sum(-1), mask.sum(-1)
+def answer_logprobs(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor,
+                    batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sequence: Σ_t log p(y_t | x, y_<t) over its answer tokens, and how many there are."""
+    picked = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    totals = torch.zeros(batch_size, dtype=picked.dtype, device=picked.device).index_add(0, rows, picked)
+    return totals, torch.bincount(rows, minlength=batch_size)
 
 
 def sequence_logprobs(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """log π(answer | prompt) of each row of ``batch`` and its answer length."""
-    return answer_logprobs(model(**model_inputs(batch)).logits, batch["labels"])
+    return answer_logprobs(*answer_logits(model, batch), batch_size=batch["labels"].shape[0])
 
 
 def layer_output(model, batch: dict, layer: int | None) -> torch.Tensor:

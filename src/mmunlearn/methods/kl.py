@@ -10,22 +10,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mmunlearn.methods.common import answer_mask, frozen_reference, model_inputs
+from mmunlearn.methods.common import answer_logits, frozen_reference
 from mmunlearn.methods.registry import retain_regulariser
 
 
-def answer_kl(logits: torch.Tensor, reference_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean over answer positions of KL(reference ‖ current)."""
-    mask = answer_mask(labels)
-    current = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    reference = torch.log_softmax(reference_logits[:, :-1].float(), dim=-1)
-    per_token = F.kl_div(current, reference, log_target=True, reduction="none").sum(-1)
-    return (per_token * mask).sum() / mask.sum().clamp(min=1)
+def answer_kl(logits: torch.Tensor, reference_logits: torch.Tensor) -> torch.Tensor:
+    """Mean over answer positions ([n, vocab] logits each) of KL(reference ‖ current)."""
+    current = torch.log_softmax(logits.float(), dim=-1)
+    reference = torch.log_softmax(reference_logits.float(), dim=-1)
+    return F.kl_div(current, reference, log_target=True, reduction="none").sum(-1).mean()
 
 
 @retain_regulariser("kl")
 def retain_kl(model, batch: dict, method) -> torch.Tensor:
-    logits = model(**model_inputs(batch)).logits
+    logits, _, _ = answer_logits(model, batch)
     with frozen_reference(model) as reference:
-        reference_logits = reference(**model_inputs(batch)).logits
-    return answer_kl(logits, reference_logits, batch["labels"])
+        reference_logits, _, _ = answer_logits(reference, batch)
+    return answer_kl(logits, reference_logits)
