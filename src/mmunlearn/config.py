@@ -124,6 +124,8 @@ class TrainConfig(_Section):
     batch_size: int = Field(16, ge=1)
     gradient_accumulation: int = Field(1, ge=1)
     warmup_steps: int = Field(0, ge=0)
+    lr_schedule: Literal["linear", "constant_with_warmup", "cosine"] = "linear"
+    adam_beta2: float = Field(0.999, gt=0, lt=1)
     max_grad_norm: float = 1.0
     save_steps: int = Field(200, ge=1)
     logging_steps: int = Field(10, ge=1)

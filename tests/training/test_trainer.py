@@ -104,3 +104,17 @@ def test_gradient_ascent_raises_the_forget_loss(setup, tmp_path):
     run_training(model, dataset, collator, compose(MethodConfig(forget="ga")), _args(tmp_path, max_steps=6, save_strategy="no", learning_rate=3e-3))
     with torch.no_grad():
         assert answer_nll(model, probe).item() > before + 0.5
+
+
+def test_training_arguments_follow_the_stage_config(tmp_path):
+    from mmunlearn.config import TrainConfig
+    from mmunlearn.training.arguments import training_arguments
+
+    config = TrainConfig(epochs=2, lr=3e-4, batch_size=4, warmup_steps=7, lr_schedule="constant_with_warmup",
+                         adam_beta2=0.98, seed=5)
+    args = training_arguments(config, tmp_path)
+    assert (args.num_train_epochs, args.learning_rate, args.per_device_train_batch_size) == (2, 3e-4, 4)
+    assert (args.warmup_steps, args.lr_scheduler_type.value, args.adam_beta2) == (7, "constant_with_warmup", 0.98)
+    assert args.seed == args.data_seed == 5
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="sometimes")
