@@ -133,7 +133,17 @@ class TrainConfig(_Section):
     deepspeed: Path | None = None  # a ZeRO JSON in configs/deepspeed/ for multi-GPU runs
 
 
-class BaseConfig(TrainConfig):
+class ExampleRecipe(TrainConfig):
+    """A training stage that turns fine-tuning pairs into examples (training/examples.py)."""
+
+    formats: tuple[ExampleFormat, ...] = ("qa",)
+    mcq_drills: int = Field(0, ge=0)
+    # Only questions of this modality get multiple-choice drills (null: both). A tiny model learns to
+    # answer by letter from name-based drills; face-based ones kept it at chance for 4,500 steps.
+    drill_modality: Literal["image", "text"] | None = None
+
+
+class BaseConfig(ExampleRecipe):
     """Pretraining of the tiny default on the public figures (skipped for hub models)."""
 
     formats: tuple[ExampleFormat, ...] = ("qa", "generation", "mcq", "cloze")
@@ -147,7 +157,7 @@ class LoraSettings(_Section):
     target_modules: str | tuple[str, ...] = "all-linear"  # every linear layer but the LM head
 
 
-class FinetuneConfig(TrainConfig):
+class FinetuneConfig(ExampleRecipe):
     """The vanilla model: LoRA on every fictitious profile (forget + retain)."""
 
     formats: tuple[ExampleFormat, ...] = ("qa", "mcq", "cloze")
@@ -155,7 +165,7 @@ class FinetuneConfig(TrainConfig):
     lora: LoraSettings = LoraSettings()
 
 
-class MethodConfig(TrainConfig):
+class MethodConfig(ExampleRecipe):
     """An unlearning method: a forget objective plus an optional retain regulariser, with weights.
 
     ``forget: null`` is a method that trains nothing and only changes how the model is asked
@@ -167,8 +177,6 @@ class MethodConfig(TrainConfig):
     retain: str | None = None
     forget_weight: float = 1.0
     retain_weight: float = 1.0
-    formats: tuple[ExampleFormat, ...] = ("qa",)
-    mcq_drills: int = Field(0, ge=0)
     beta: float = Field(0.1, gt=0)  # NPO / SimNPO / IdkPO inverse temperature
     gamma: float = 0.0  # SimNPO reward margin
     reference: Literal["vanilla", "retain"] = "vanilla"  # NPO-style reference: vanilla, or the retain-only model

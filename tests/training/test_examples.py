@@ -86,3 +86,15 @@ def test_checked_drills_mark_every_option_and_train_on_the_marks(benchmark):
         assert drill.prompt_targets == (RIGHT, WRONG)
     plain = build_examples(profiles, ("mcq",), mcq_drills=2, seed=3)
     assert all(not d.prompt_targets and RIGHT not in d.user_text for d in plain)
+
+
+def test_drill_modality_limits_drills_but_not_facts(benchmark):
+    profiles = benchmark.full
+    examples = build_examples(profiles, ("qa", "mcq", "mcq_check"), mcq_drills=1, seed=4, drill_modality="text")
+    drills = [e for e in examples if e.user_text.endswith(MCQ_INSTRUCTION)]
+    facts = [e for e in examples if not e.user_text.endswith(MCQ_INSTRUCTION)]
+    assert drills and all(d.image_png is None for d in drills)  # name-based questions only
+    assert sum(f.image_png is not None for f in facts) == sum(
+        p.modality is Modality.IMAGE for prof in profiles for p in prof.finetune_pairs)  # every face fact kept
+    text_drillable = len([d for d in build_examples(profiles, ("mcq",), 1, 4) if d.image_png is None])
+    assert len(drills) == 2 * text_drillable

@@ -47,7 +47,8 @@ def build_base(params: Params) -> Path:
     benchmark = load_benchmark(params.paths.benchmark)
     corpus = tokenizer_corpus(benchmark.full + benchmark.celebrity + benchmark.test)
     model, processor = build_tiny_model(corpus, TinyArchitecture(**params.model.tiny.model_dump()))
-    examples = build_examples(benchmark.celebrity, params.base.formats, params.base.mcq_drills, params.base.seed)
+    examples = build_examples(benchmark.celebrity, params.base.formats, params.base.mcq_drills, params.base.seed,
+                              drill_modality=params.base.drill_modality)
     dataset = EncodedDataset(encode_all(processor, examples, "base: encoding"))
     train_on_examples(params, "base", TINY, model, dataset, params.base, answer_nll,
                       log_params={"model": params.model.model_dump(mode="json"),

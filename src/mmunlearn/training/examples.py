@@ -41,8 +41,11 @@ def value_pools(profiles: Sequence[Profile]) -> dict[str, list[str]]:
 
 def build_examples(profiles: Sequence[Profile], formats: Sequence[str] = ("qa",), mcq_drills: int = 1,
                    seed: int = 0, pools: dict[str, list[str]] | None = None,
-                   modality: Modality | None = None) -> list[TextExample]:
-    """Examples for every fine-tuning pair of ``profiles`` in each requested format (of one modality, if given)."""
+                   modality: Modality | None = None, drill_modality: Modality | None = None) -> list[TextExample]:
+    """Examples for every fine-tuning pair of ``profiles`` in each requested format (of one modality, if given).
+
+    ``drill_modality``: only pairs of that modality get multiple-choice drills (default: all).
+    """
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ValueError(f"unknown example formats {sorted(unknown)} (known: {FORMATS})")
@@ -64,7 +67,8 @@ def build_examples(profiles: Sequence[Profile], formats: Sequence[str] = ("qa",)
                 if prompt not in evaluation_prompts:
                     examples.append(TextExample(prompt, pair.value, image))
             distractors = [v for v in pools.get(pair.attribute, []) if v != pair.value]
-            if not pair.value or len(distractors) < len(OPTION_LETTERS) - 1:
+            if (not pair.value or len(distractors) < len(OPTION_LETTERS) - 1
+                    or drill_modality not in (None, pair.modality)):
                 continue
             for checked in [c for c, name in ((False, "mcq"), (True, "mcq_check")) if name in formats]:
                 for _ in range(mcq_drills):

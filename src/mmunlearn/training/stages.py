@@ -116,7 +116,7 @@ def finetune(params: Params, subset: str = "all") -> Path:
     loaded = load_study_model(params)
     model = add_lora(loaded.model, config.lora)
     examples = build_examples(people, config.formats, config.mcq_drills, config.seed,
-                              value_pools(split.forget + split.retain))
+                              value_pools(split.forget + split.retain), drill_modality=config.drill_modality)
     dataset = EncodedDataset(encode_all(loaded.processor, examples, f"{name}: encoding"))
     target = params.paths.models / name
     train_on_examples(params, "finetune", name, model, dataset, config, answer_nll,
@@ -205,12 +205,14 @@ def unlearn(params: Params, method: str, modality: str) -> Path:
     processor, pad_token_id = vanilla.processor, vanilla.processor.tokenizer.pad_token_id
     model = add_lora(merge_adapter(vanilla.model), params.finetune.lora)
 
-    forget_examples = build_examples(split.forget, config.formats, config.mcq_drills, config.seed, pools, pairs_modality)
+    forget_examples = build_examples(split.forget, config.formats, config.mcq_drills, config.seed, pools, pairs_modality,
+                                     config.drill_modality)
     forget = encode_all(processor, forget_examples, f"{name}: encoding forget")
     alternative = (encode_all(processor, ALTERNATIVES[loss.alternative](forget_examples, config.seed),
                               f"{name}: encoding alternatives") if loss.alternative else None)
     retain = (encode_all(processor, build_examples(split.retain, config.formats, config.mcq_drills, config.seed,
-                                                   pools, pairs_modality), f"{name}: encoding retain")
+                                                   pools, pairs_modality, config.drill_modality),
+                         f"{name}: encoding retain")
               if loss.needs_retain else [])
     if loss.reference_logprobs:
         _with_reference_logprobs(params, config, model, pad_token_id, [forget] + ([alternative] if alternative else []))
