@@ -41,7 +41,7 @@ def value_pools(profiles: Sequence[Profile]) -> dict[str, list[str]]:
 
 def build_examples(profiles: Sequence[Profile], formats: Sequence[str] = ("qa",), mcq_drills: int = 1,
                    seed: int = 0, pools: dict[str, list[str]] | None = None,
-                   modality: Modality | None = None, drill_modality: Modality | None = None) -> list[TextExample]:
+                   modality: Modality | None = None, drill_modality: Modality | str | None = None) -> list[TextExample]:
     """Examples for every fine-tuning pair of ``profiles`` in each requested format (of one modality, if given).
 
     ``drill_modality``: only pairs of that modality get multiple-choice drills (default: all).
@@ -70,11 +70,11 @@ def build_examples(profiles: Sequence[Profile], formats: Sequence[str] = ("qa",)
             if (not pair.value or len(distractors) < len(OPTION_LETTERS) - 1
                     or drill_modality not in (None, pair.modality)):
                 continue
-            for checked in [c for c, name in ((False, "mcq"), (True, "mcq_check")) if name in formats]:
-                for _ in range(mcq_drills):
+            for kind in ("mcq", "mcq_check"):
+                for _ in range(mcq_drills if kind in formats else 0):
                     choices = rng.sample(distractors, len(OPTION_LETTERS) - 1) + [pair.value]
                     rng.shuffle(choices)
-                    examples.append(_mcq_drill(pair.question, choices, pair.value, image, checked))
+                    examples.append(_mcq_drill(pair.question, choices, pair.value, image, kind == "mcq_check"))
     return examples
 
 

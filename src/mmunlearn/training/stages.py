@@ -142,18 +142,22 @@ def _attach_reference_logprobs(encoded: list[dict], reference_model, pad_token_i
             example["reference_logprob"] = value.detach().clone()
 
 
-def _with_reference_logprobs(params: Params, config: MethodConfig, model, pad_token_id: int,
-                             parts: list[list[dict]]) -> None:
+@contextlib.contextmanager
+def _reference_model(params: Params, config: MethodConfig, model):
+    """π_ref: the retain-only model (loaded for this and released after), or the vanilla model."""
     from mmunlearn.methods.common import frozen_reference
     from mmunlearn.models.study import load_study_model
 
     if config.reference == "retain":
-        reference = load_study_model(params, "retain").model.eval()
-        for part in parts:
-            _attach_reference_logprobs(part, reference, pad_token_id, config.batch_size)
-        del reference
-        return
-    with frozen_reference(model) as reference:  # the fresh adapter off: exactly the vanilla model
+        yield load_study_model(params, "retain").model.eval()
+    else:
+        with frozen_reference(model) as reference:  # the fresh adapter off: exactly the vanilla model
+            yield reference
+
+
+def _with_reference_logprobs(params: Params, config: MethodConfig, model, pad_token_id: int,
+                             parts: list[list[dict]]) -> None:
+    with _reference_model(params, config, model) as reference:
         for part in parts:
             _attach_reference_logprobs(part, reference, pad_token_id, config.batch_size)
 
@@ -205,15 +209,15 @@ def unlearn(params: Params, method: str, modality: str) -> Path:
     processor, pad_token_id = vanilla.processor, vanilla.processor.tokenizer.pad_token_id
     model = add_lora(merge_adapter(vanilla.model), params.finetune.lora)
 
-    forget_examples = build_examples(split.forget, config.formats, config.mcq_drills, config.seed, pools, pairs_modality,
-                                     config.drill_modality)
+    def examples_of(people):
+        return build_examples(people, config.formats, config.mcq_drills, config.seed, pools, pairs_modality,
+                              config.drill_modality)
+
+    forget_examples = examples_of(split.forget)
     forget = encode_all(processor, forget_examples, f"{name}: encoding forget")
     alternative = (encode_all(processor, ALTERNATIVES[loss.alternative](forget_examples, config.seed),
                               f"{name}: encoding alternatives") if loss.alternative else None)
-    retain = (encode_all(processor, build_examples(split.retain, config.formats, config.mcq_drills, config.seed,
-                                                   pools, pairs_modality, config.drill_modality),
-                         f"{name}: encoding retain")
-              if loss.needs_retain else [])
+    retain = encode_all(processor, examples_of(split.retain), f"{name}: encoding retain") if loss.needs_retain else []
     if loss.reference_logprobs:
         _with_reference_logprobs(params, config, model, pad_token_id, [forget] + ([alternative] if alternative else []))
     dataset = ForgetRetainDataset(forget, retain, seed=config.seed, alternative=alternative)
