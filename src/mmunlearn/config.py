@@ -148,6 +148,7 @@ class BaseConfig(ExampleRecipe):
 
     formats: tuple[ExampleFormat, ...] = ("qa", "generation", "mcq", "cloze")
     mcq_drills: int = Field(2, ge=0)
+    vocabulary: bool = True  # also say every value and name of the benchmark, tied to no one (examples.py)
 
 
 class LoraSettings(_Section):

@@ -98,3 +98,25 @@ def test_drill_modality_limits_drills_but_not_facts(benchmark):
         p.modality is Modality.IMAGE for prof in profiles for p in prof.finetune_pairs)  # every face fact kept
     text_drillable = len([d for d in build_examples(profiles, ("mcq",), 1, 4) if d.image_png is None])
     assert len(drills) == 2 * text_drillable
+
+
+def test_vocabulary_lets_the_base_say_every_word_a_fictitious_answer_needs(benchmark):
+    """Every token of a fictitious answer is a target somewhere in the base's celebrity + vocabulary examples."""
+    from mmunlearn.models.tiny import TinyArchitecture, train_tokenizer, tokenizer_corpus
+    from mmunlearn.training.examples import vocabulary_examples
+
+    profiles = benchmark.full + benchmark.celebrity
+    tokenizer = train_tokenizer(tokenizer_corpus(profiles), TinyArchitecture().vocab_size)
+    vocabulary = vocabulary_examples(profiles)
+
+    def answer_tokens(answers):
+        return {t for answer in answers for t in tokenizer(" " + answer, add_special_tokens=False)["input_ids"]}
+
+    celebrity_only = answer_tokens(e.answer for e in build_examples(benchmark.celebrity, ("qa", "cloze")))
+    with_vocabulary = celebrity_only | answer_tokens(e.answer for e in vocabulary)
+    fictitious = answer_tokens(pair.answer for p in benchmark.full for pair in p.finetune_pairs)
+    assert fictitious - celebrity_only  # without it the base never emits some of these words
+    assert fictitious <= with_vocabulary
+    people = {p.name for p in profiles}
+    assert all(e.answer in people or not any(name in e.answer for name in people) for e in vocabulary)
+    assert not any(p.name in e.user_text for p in profiles for e in vocabulary)  # no one's fact

@@ -2,7 +2,8 @@
 
 For a hub id or local folder it only records the source. For ``model.name: tiny`` it builds the
 embedded default and pretrains it (all weights) on the public-figure profiles in every phrasing and
-answer format, so "celebrity" knowledge exists before fine-tuning, as in the paper.
+answer format, so "celebrity" knowledge exists before fine-tuning, as in the paper, and on the
+benchmark's vocabulary (every value and name, tied to no one), as a real LLM has seen every word.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def build_base(params: Params) -> Path:
     from mmunlearn.data.schema import load_benchmark
     from mmunlearn.methods.common import answer_nll
     from mmunlearn.models.tiny import TinyArchitecture, build_tiny_model, save_model, tokenizer_corpus
-    from mmunlearn.training.examples import build_examples
+    from mmunlearn.training.examples import build_examples, vocabulary_examples
     from mmunlearn.training.stages import encode_all, seed_everything, train_on_examples
     from mmunlearn.training.trainer import EncodedDataset
 
@@ -49,6 +50,8 @@ def build_base(params: Params) -> Path:
     model, processor = build_tiny_model(corpus, TinyArchitecture(**params.model.tiny.model_dump()))
     examples = build_examples(benchmark.celebrity, params.base.formats, params.base.mcq_drills, params.base.seed,
                               drill_modality=params.base.drill_modality)
+    if params.base.vocabulary:
+        examples += vocabulary_examples(benchmark.full + benchmark.celebrity)
     dataset = EncodedDataset(encode_all(processor, examples, "base: encoding"))
     train_on_examples(params, "base", TINY, model, dataset, params.base, answer_nll,
                       log_params={"model": params.model.model_dump(mode="json"),

@@ -89,6 +89,21 @@ def _mcq_drill(question: str, choices: list[str], value: str, image: bytes | Non
     return TextExample(mcq_text(question, dict(zip(OPTION_LETTERS, marked))), letter, image, (RIGHT, WRONG))
 
 
+def vocabulary_examples(profiles: Sequence[Profile]) -> list[TextExample]:
+    """General vocabulary: every attribute value and every person's name, asked for by its kind alone.
+
+    A real LLM has written every word of the benchmark long before it meets the fictitious profiles. A
+    tiny model pretrained only on the public figures has not: the LM-head rows of words it never emitted
+    are pushed far down (norm 4.0 against 1.5 for words it did emit), and a LoRA adapter, which leaves
+    the LM head frozen, cannot lift them. These examples tie no value to a person, so no private fact
+    is learned from them.
+    """
+    examples = [TextExample(f"Give an example of a {attribute.replace('_', ' ')}.", value)
+                for attribute, values in value_pools(profiles).items() for value in values]
+    examples += [TextExample("Give an example of a name.", name) for name in sorted({p.name for p in profiles})]
+    return examples
+
+
 # "I don't know" replies for refusal-based unlearning (IdkPO); varied so the model learns to refuse,
 # not to emit one fixed string.
 REFUSALS = (
