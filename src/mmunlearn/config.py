@@ -156,6 +156,9 @@ class LoraSettings(_Section):
     alpha: int = Field(16, ge=1)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: str | tuple[str, ...] = "all-linear"  # every linear layer but the LM head
+    # Modules trained in full and saved with the adapter (peft ``modules_to_save``), e.g. [lm_head]:
+    # a tiny model's frozen LM head keeps LoRA from storing new facts quickly (README, design notes).
+    modules_to_save: tuple[str, ...] = ()
 
 
 class FinetuneConfig(ExampleRecipe):

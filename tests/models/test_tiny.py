@@ -62,3 +62,32 @@ def test_building_is_deterministic(benchmark):
     first, _ = build_tiny_model(corpus, SMALL_ARCH)
     second, _ = build_tiny_model(corpus, SMALL_ARCH)
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+
+
+def test_modules_to_save_trains_the_head_saves_it_with_the_adapter_and_switches_off_with_it(saved_model, tmp_path):
+    from mmunlearn.config import LoraSettings
+    from mmunlearn.models.loading import add_lora, load_model, merge_adapter, save_adapter
+
+    folder, _ = saved_model
+    loaded = load_model(folder)
+    ids = loaded.tokenizer("Ada Novak lives in", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        base_logits = loaded.model(input_ids=ids).logits
+    model = add_lora(loaded.model, LoraSettings(r=2, alpha=2, modules_to_save=("lm_head",)))
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert any("lm_head" in name for name in trainable) and any("lora_A" in name for name in trainable)
+    with torch.no_grad():  # a trained head: every row moved
+        for name, p in model.named_parameters():
+            if "lm_head" in name and p.requires_grad:
+                p.add_(0.5)
+        tuned_logits = model(input_ids=ids).logits
+    assert not torch.allclose(tuned_logits, base_logits)
+    save_adapter(model, tmp_path / "adapter")
+
+    reloaded = load_model(folder, tmp_path / "adapter").model
+    with torch.no_grad():
+        assert torch.allclose(reloaded(input_ids=ids).logits, tuned_logits, atol=1e-5)
+        with reloaded.disable_adapter():  # "adapter off" is still the model it was trained from
+            assert torch.allclose(reloaded(input_ids=ids).logits, base_logits, atol=1e-5)
+        merged = merge_adapter(reloaded)  # how unlearned models stack on the vanilla weights
+        assert torch.allclose(merged(input_ids=ids).logits, tuned_logits, atol=1e-5)

@@ -59,7 +59,7 @@ def lora_config(settings):
     targets = settings.target_modules
     return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                       target_modules=targets if isinstance(targets, str) else list(targets),
-                      init_lora_weights="gaussian")
+                      modules_to_save=list(settings.modules_to_save) or None, init_lora_weights="gaussian")
 
 
 def add_lora(model, settings):
