@@ -86,3 +86,37 @@ def test_validate_stage_fails_the_pipeline_on_a_defect(fresh_clone):
     assert "expect_column_values_to_be_between(image_width)" in result.stderr + result.stdout
     report = json.loads((fresh_clone / "metrics" / "data_quality.json").read_text())
     assert report["passed"] == 0 and not (fresh_clone / "data" / "splits").exists()
+
+
+def _stages_rerun_by(repo, param: str) -> set[str]:
+    """Stages a change of ``param`` re-runs: those depending on it (or a section holding it), then every
+    stage downstream of their outputs."""
+    stages = list(repo.index.stages)
+
+    def params_of(stage):
+        return [p for dep in stage.deps if type(dep).__name__ == "ParamsDependency" for p in (dep.params or [])]
+
+    def feeds(upstream, stage):
+        outs = [Path(str(out)) for out in upstream.outs]
+        return any(out == Path(str(dep)) or out.is_relative_to(Path(str(dep))) or Path(str(dep)).is_relative_to(out)
+                   for out in outs for dep in stage.deps if type(dep).__name__ != "ParamsDependency")
+
+    def label(stage):  # pipeline stages by name ("unlearn@ga-text"), .dvc files by path
+        return getattr(stage, "name", None) or stage.relpath
+
+    hit = {label(s) for s in stages if any(param == p or param.startswith(p + ".") for p in params_of(s))}
+    grown = True
+    while grown:
+        more = {label(s) for s in stages for u in stages if label(u) in hit and feeds(u, s)}
+        grown = not more <= hit
+        hit |= more
+    return hit
+
+
+def test_changing_one_methods_lr_reruns_only_that_methods_stages(fresh_clone):
+    from dvc.repo import Repo
+
+    with Repo(str(fresh_clone)) as repo:
+        assert _stages_rerun_by(repo, "methods.ga.lr") == {
+            "unlearn@ga-multimodal", "unlearn@ga-text", "evaluate@ga-multimodal", "evaluate@ga-text", "report"}
+        assert "finetune" in _stages_rerun_by(repo, "finetune.lr")  # the check can see a wider change
