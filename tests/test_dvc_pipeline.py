@@ -91,15 +91,17 @@ def test_validate_stage_fails_the_pipeline_on_a_defect(fresh_clone):
 def _stages_rerun_by(repo, param: str) -> set[str]:
     """Stages a change of ``param`` re-runs: those depending on it (or a section holding it), then every
     stage downstream of their outputs."""
+    from dvc.dependency.param import ParamsDependency
+
     stages = list(repo.index.stages)
 
     def params_of(stage):
-        return [p for dep in stage.deps if type(dep).__name__ == "ParamsDependency" for p in (dep.params or [])]
+        return [p for dep in stage.deps if isinstance(dep, ParamsDependency) for p in (dep.params or [])]
 
     def feeds(upstream, stage):
         outs = [Path(str(out)) for out in upstream.outs]
         return any(out == Path(str(dep)) or out.is_relative_to(Path(str(dep))) or Path(str(dep)).is_relative_to(out)
-                   for out in outs for dep in stage.deps if type(dep).__name__ != "ParamsDependency")
+                   for out in outs for dep in stage.deps if not isinstance(dep, ParamsDependency))
 
     def label(stage):  # pipeline stages by name ("unlearn@ga-text"), .dvc files by path
         return getattr(stage, "name", None) or stage.relpath
