@@ -122,3 +122,18 @@ def test_changing_one_methods_lr_reruns_only_that_methods_stages(fresh_clone):
         assert _stages_rerun_by(repo, "methods.ga.lr") == {
             "unlearn@ga-multimodal", "unlearn@ga-text", "evaluate@ga-multimodal", "evaluate@ga-text", "report"}
         assert "finetune" in _stages_rerun_by(repo, "finetune.lr")  # the check can see a wider change
+
+
+def test_dvc_plots_show_renders_every_tradeoff_plot_from_the_committed_report(fresh_clone):
+    shutil.copytree(REPO_ROOT / "reports" / "plots", fresh_clone / "reports" / "plots")
+    shown = json.loads(_run(["dvc", "plots", "show", "--json"], fresh_clone).stdout)["data"]
+    models = (REPO_ROOT / "reports" / "plots" / "tradeoff_text.csv").read_text().strip().count("\n")
+    for modality in ("image", "text"):
+        for metric in ("mcq_acc", "rouge_l"):
+            (plot,) = shown[f"tradeoff_{modality}_{metric}"]
+            assert plot["type"] == "vega"
+            values = plot["content"]["data"]["values"]
+            assert len(values) == 2 * models  # a retain and a celebrity point per model
+            assert {v["field"] for v in values} == {f"retain_{metric}", f"celebrity_{metric}"}
+    for png in ("tradeoff_mcq_acc.png", "tradeoff_rouge_l.png"):
+        assert shown[f"reports/plots/{png}"][0]["type"] == "image"

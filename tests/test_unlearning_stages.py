@@ -110,3 +110,44 @@ def test_unlearning_modality_decides_what_the_forget_data_shows(study, monkeypat
     runs = {r.data.tags["model"]: r for r in find_runs(load_params(study / "params.yaml").tracking, stage="unlearn")}
     assert runs["ga-multimodal"].data.metrics["train.examples"] == len(image)
     assert runs["ga-text"].data.metrics["train.examples"] == len(text)
+
+
+def test_judged_evaluation_fills_factuality_caches_it_and_never_leaks_the_key(study, monkeypatch, capsys, caplog):
+    from mmunlearn.tracking import find_runs
+    from tests.evaluation.openai_server import OpenAICompatibleServer
+
+    secret = "sk-test-DO-NOT-LEAK-4242"
+    monkeypatch.chdir(study)
+    monkeypatch.setenv("JUDGE_TEST_KEY", secret)
+    with OpenAICompatibleServer(lambda messages: "Score: 7") as server:
+        params = yaml.safe_load((study / "params.yaml").read_text())
+        params["evaluation"]["judge"] = {"enabled": True, "model": "local-judge", "base_url": server.base_url,
+                                         "api_key_env": "JUDGE_TEST_KEY", "backoff_s": 0.0,
+                                         "cache": "judge_cache.sqlite"}
+        (study / "params-judged.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        outputs = []
+        for _ in range(2):
+            code, out, err = run_cli(["--params", "params-judged.yaml", "evaluate", "--model", "vanilla"], capsys)
+            assert code == 0, err
+            outputs += [out, err]
+        generated = sum(1 for line in (study / "reports" / "predictions" / "vanilla.jsonl").open()
+                        if '"metric": "rouge_l"' in line)
+        assert len(server.requests) == generated > 0  # the second run was answered from the cache
+        assert all(a == f"Bearer {secret}" for a in server.authorizations)  # the key did reach the judge
+    results = json.loads((study / "metrics" / "vanilla.json").read_text())
+    for set_name in ("forget", "test", "retain", "celebrity"):
+        for modality in ("image", "text"):
+            cell = results[set_name][modality]
+            assert cell["factuality"] == 7.0 and cell["factuality_failures"] == 0
+            assert cell["n_factuality"] == cell["n_rouge_l"]
+    runs = find_runs(load_params(study / "params-judged.yaml").tracking, stage="evaluate")
+    first, second = runs[1], runs[0]
+    assert first.data.metrics["judge.requests"] == generated and second.data.metrics["judge.requests"] == 0
+    assert second.data.metrics["judge.cache_hits"] == generated
+    assert second.data.params["evaluation.judge.model"] == "local-judge"
+    # the key is nowhere: not in MLflow params/tags, logs, stdout/stderr or any file the study wrote
+    for run in runs:
+        assert secret not in json.dumps({**run.data.params, **run.data.tags})
+    assert all(secret not in text for text in outputs) and secret not in caplog.text
+    leaked = [path for path in study.rglob("*") if path.is_file() and secret.encode() in path.read_bytes()]
+    assert leaked == []

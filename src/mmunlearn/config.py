@@ -200,9 +200,28 @@ class UnlearnConfig(_Section):
     modalities: tuple[Literal["multimodal", "text"], ...] = ("multimodal", "text")
 
 
+class JudgeConfig(_Section):
+    """The LLM judge of factuality (1–10): any OpenAI-compatible chat endpoint. Off by default: the
+    default path never calls the network, and an unscored cell reads "n/a", never a made-up number."""
+
+    enabled: bool = False
+    model: str = "gpt-4o"  # the paper's judge; a local server's model name works the same way
+    base_url: str | None = None  # None: api.openai.com; e.g. http://127.0.0.1:8000/v1 for a local vLLM
+    api_key_env: str = "OPENAI_API_KEY"  # the *name* of the variable holding the key; the key is never stored
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(3, ge=0)  # extra attempts after a failed request or an unparseable reply
+    backoff_s: float = Field(2.0, ge=0)  # first wait; doubles each retry
+    concurrency: int = Field(4, ge=1)
+    max_tokens: int = Field(32, ge=1)
+    cache: Path = Path("judge_cache.sqlite")  # (judge model, prompt) → reply; a re-run never pays twice
+    usd_per_million_input_tokens: float | None = Field(None, ge=0)  # prices for the cost summary (optional)
+    usd_per_million_output_tokens: float | None = Field(None, ge=0)
+
+
 class EvaluationConfig(_Section):
     batch_size: int = Field(32, ge=1)
     max_new_tokens: int = Field(48, ge=1)
+    judge: JudgeConfig = JudgeConfig()
 
 
 class TrackingConfig(_Section):

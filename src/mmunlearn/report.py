@@ -66,9 +66,11 @@ def model_title(params: Params, name: str) -> tuple[str, str]:
 
 
 def write_report(params: Params) -> Path:
-    """reports/table.md + .csv from metrics/<model>.json of every evaluated model; logged to MLflow."""
+    """reports/table.md + .csv and the trade-off plots from metrics/<model>.json of every evaluated model;
+    all logged to MLflow."""
     from mmunlearn import tracking
     from mmunlearn.evaluation.stage import metrics_path
+    from mmunlearn.plots import write_tradeoff_plots
 
     results = {}
     for model in params.evaluated_models():
@@ -79,8 +81,11 @@ def write_report(params: Params) -> Path:
     folder = params.paths.reports
     write_text(folder / "table.md", "# MLLMU-Bench results (Table 2 layout)\n\n" + markdown_table(results))
     write_text(folder / "table.csv", csv_table(results))
+    plots = write_tradeoff_plots(results, folder / "plots")
     with tracking.stage_run(params.tracking, "report", "all", {"models": params.evaluated_models()},
                             params.paths.data_dvc):
         tracking.log_file(folder / "table.md", "report")
         tracking.log_file(folder / "table.csv", "report")
+        for path in plots:
+            tracking.log_file(path, "report/plots")
     return folder / "table.md"

@@ -2,7 +2,9 @@
 
 Rules follow the official MLLMU-Bench code: ROUGE-L F-measure with stemming; a fill-in-the-blank
 reply is correct when it contains the ground truth, case-insensitively; multiple choice is correct
-when the highest-scoring letter is the correct one.
+when the highest-scoring letter is the correct one; factuality is the judge's 1–10 score of a generated
+answer (a metric with ``judged=True`` reads the judge's verdict, and an item the judge could not score
+is left out of the mean and counted as a failure).
 """
 
 from __future__ import annotations
@@ -18,15 +20,16 @@ from mmunlearn.data.schema import QAItem, Task
 class Metric:
     name: str
     task: Task
-    score: Callable[[QAItem, object], float]  # one item and its output → a per-item score
+    score: Callable[[QAItem, object], float | None]  # one item and its output → a per-item score
+    judged: bool = False  # scored from the judge's verdict instead of the model's output
 
 
 METRICS: dict[str, Metric] = {}
 
 
-def register(name: str, task: Task):
-    def wrap(score: Callable[[QAItem, object], float]):
-        METRICS[name] = Metric(name, task, score)
+def register(name: str, task: Task, judged: bool = False):
+    def wrap(score: Callable[[QAItem, object], float | None]):
+        METRICS[name] = Metric(name, task, score, judged)
         return score
     return wrap
 
@@ -60,3 +63,8 @@ def cloze_match(ground_truth: str, reply: str) -> bool:
 @register("cloze_acc", Task.CLOZE)
 def cloze_correct(item: QAItem, reply: str) -> float:
     return float(cloze_match(item.ground_truth, reply))
+
+
+@register("factuality", Task.GENERATION, judged=True)
+def judged_factuality(item: QAItem, verdict) -> float | None:
+    return None if verdict.score is None else float(verdict.score)

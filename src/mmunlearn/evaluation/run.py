@@ -2,17 +2,21 @@
 
 All multiple-choice items (every set, both modalities) go through one option-scoring pass; all
 generation and fill-in-the-blank items through one generation pass; then each registered metric is
-averaged per set × modality. Test-set image questions show the re-posed face of the configured rung.
+averaged per set × modality. With a judge, every generated answer is also scored for factuality (cached,
+concurrent requests; failures are counted, never averaged in). Test-set image questions show the
+re-posed face of the configured rung.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 from mmunlearn.data.schema import Modality, Profile, QAItem, Task
 from mmunlearn.data.splits import Split
 from mmunlearn.evaluation.engine import Request, generate_replies, score_options
+from mmunlearn.evaluation.judge import JudgeCase
 from mmunlearn.evaluation.metrics import METRICS
 from mmunlearn.models.prompts import task_text
 
@@ -24,6 +28,7 @@ class EvaluationSettings:
     batch_size: int = 32
     max_new_tokens: int = 48
     system_prompt: str | None = None
+    judge: Any = None  # a FactualityJudge, or None: no factuality (the report says "n/a")
 
 
 @dataclass(frozen=True)
@@ -65,22 +70,46 @@ def evaluate(model, processor, split: Split, settings: EvaluationSettings = Eval
     outputs: list[object] = [None] * len(questions)  # each question's output, in question order
     for index, output in [*zip(scored, letter_scores), *zip(generated, replies)]:
         outputs[index] = output
+    verdicts = _judge(settings.judge, questions, outputs)
 
     sums: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    failures: dict[tuple[str, str, str], int] = defaultdict(int)
     records = []
-    for question, output in zip(questions, outputs):
+    for index, (question, output) in enumerate(zip(questions, outputs)):
         shown = max(output, key=output.get) if isinstance(output, dict) else output
         for metric in METRICS.values():
-            if metric.task is question.item.task:
-                value = metric.score(question.item, output)
-                sums[(question.set_name, str(question.item.modality), metric.name)].append(value)
-                records.append({"set": question.set_name, "profile_id": question.profile.id,
-                                "modality": str(question.item.modality), "task": str(question.item.task),
-                                "question": question.item.question,
-                                "truth": question.item.correct or question.item.ground_truth,
-                                "output": shown, "metric": metric.name, "score": value})
+            if metric.task is not question.item.task or (metric.judged and settings.judge is None):
+                continue
+            value = metric.score(question.item, verdicts[index] if metric.judged else output)
+            cell = (question.set_name, str(question.item.modality), metric.name)
+            if value is None:
+                failures[cell] += 1
+            else:
+                sums[cell].append(value)
+            records.append({"set": question.set_name, "profile_id": question.profile.id,
+                            "modality": str(question.item.modality), "task": str(question.item.task),
+                            "question": question.item.question,
+                            "truth": question.item.correct or question.item.ground_truth,
+                            "output": shown, "metric": metric.name, "score": value})
     results: dict = {}
-    for (set_name, modality, metric), values in sorted(sums.items()):
-        results.setdefault(set_name, {}).setdefault(modality, {})[metric] = sum(values) / len(values)
-        results[set_name][modality][f"n_{metric}"] = len(values)
+    for cell in sorted(set(sums) | set(failures)):
+        set_name, modality, metric = cell
+        values = sums[cell]
+        scores = results.setdefault(set_name, {}).setdefault(modality, {})
+        scores[metric] = sum(values) / len(values) if values else None
+        scores[f"n_{metric}"] = len(values)
+        if metric in JUDGED:
+            scores[f"{metric}_failures"] = failures[cell]
     return results, records
+
+
+JUDGED = {name for name, metric in METRICS.items() if metric.judged}
+
+
+def _judge(judge, questions: list[Question], outputs: list[object]) -> dict[int, object]:
+    """The judge's verdict on every generated answer (free generation only), by question index."""
+    if judge is None:
+        return {}
+    asked = [i for i, q in enumerate(questions) if q.item.task is Task.GENERATION]
+    cases = [JudgeCase(questions[i].item.question, questions[i].item.ground_truth, str(outputs[i])) for i in asked]
+    return dict(zip(asked, judge.score_all(cases)))

@@ -24,6 +24,7 @@ def evaluate_stage(params: Params, model_name: str) -> dict:
     from mmunlearn import tracking
     from mmunlearn.data.splits import load_split
     from mmunlearn.errors import ConfigError
+    from mmunlearn.evaluation.judge import build_judge
     from mmunlearn.evaluation.run import EvaluationSettings, evaluate
     from mmunlearn.models.study import load_study_model, read_stack
 
@@ -32,14 +33,19 @@ def evaluate_stage(params: Params, model_name: str) -> dict:
     split = load_split(params.paths.splits)
     loaded = load_study_model(params, model_name)
     stack = read_stack(params.paths.models / model_name) or {}
+    judge = build_judge(params.evaluation.judge)
     settings = EvaluationSettings(params.evaluation.batch_size, params.evaluation.max_new_tokens,
-                                  stack.get("system_prompt"))
+                                  stack.get("system_prompt"), judge)
     with tracking.stage_run(params.tracking, "evaluate", model_name,
                             {"evaluation": params.evaluation.model_dump(mode="json"),
                              "split": params.split.model_dump(mode="json"),
                              "system_prompt": settings.system_prompt or ""}, params.paths.data_dvc):
         results, records = evaluate(loaded.model, loaded.processor, split, settings)
         tracking.log_metrics(results)
+        if judge is not None:
+            usage = judge.usage.summary()
+            tracking.log_metrics({"judge": usage})
+            log.info("judge usage: %s", usage)
     write_json(metrics_path(params, model_name), results)
     with atomic_file(predictions_path(params, model_name)) as tmp:
         tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records), encoding="utf-8")
