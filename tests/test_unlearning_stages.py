@@ -151,3 +151,12 @@ def test_judged_evaluation_fills_factuality_caches_it_and_never_leaks_the_key(st
     assert all(secret not in text for text in outputs) and secret not in caplog.text
     leaked = [path for path in study.rglob("*") if path.is_file() and secret.encode() in path.read_bytes()]
     assert leaked == []
+
+
+def test_protocols_stage_writes_the_agreement_report_and_metrics(study, monkeypatch, capsys):
+    monkeypatch.chdir(study)
+    code, out, err = run_cli(["protocols", "--model", "vanilla"], capsys)
+    assert code == 0, err
+    summary = json.loads((study / "metrics" / "protocol_agreement.json").read_text())
+    assert 0.0 <= summary["overall"]["agreement"] <= 1.0 and f"{summary['overall']['n']} multiple-choice" in out
+    assert "## Disagreements" in (study / "reports" / "protocol_agreement.md").read_text()

@@ -123,6 +123,17 @@ def evaluate(ctx: typer.Context,
     typer.echo(f"evaluate: {metrics_path(params, model)}")
 
 
+@app.command("protocols")
+def protocols(ctx: typer.Context,
+              model: Annotated[str, typer.Option(help="a model of the study")] = "vanilla") -> None:
+    """Answer every multiple-choice question with the fast and the official protocol; report agreement."""
+    from mmunlearn.evaluation.stage import protocols_stage
+
+    summary = protocols_stage(_params(ctx), model)
+    typer.echo(f"protocols: {summary['overall']['agreement']:.1%} agreement on {summary['overall']['n']} "
+               "multiple-choice questions (reports/protocol_agreement.md)")
+
+
 @app.command("report")
 def report(ctx: typer.Context) -> None:
     """Write the Table-2-style report from every evaluated model's metrics."""

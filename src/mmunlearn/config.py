@@ -221,6 +221,10 @@ class JudgeConfig(_Section):
 class EvaluationConfig(_Section):
     batch_size: int = Field(32, ge=1)
     max_new_tokens: int = Field(48, ge=1)
+    # fast: batched option-letter scoring + batched generation (ours); official: eval.py's protocol,
+    # one question at a time with few-shot demonstrations and 50 new tokens (slow; for comparison)
+    protocol: Literal["fast", "official"] = "fast"
+    demo_seed: int = 0
     judge: JudgeConfig = JudgeConfig()
 
 

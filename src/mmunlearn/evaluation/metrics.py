@@ -34,10 +34,14 @@ def register(name: str, task: Task, judged: bool = False):
     return wrap
 
 
+def predicted_letter(output: dict[str, float] | str | None) -> str | None:
+    """The chosen option: the best-scoring letter (fast protocol) or the parsed reply (official)."""
+    return max(output, key=output.get) if isinstance(output, dict) else output
+
+
 @register("mcq_acc", Task.MCQ)
-def mcq_correct(item: QAItem, letter_scores: dict[str, float]) -> float:
-    predicted = max(letter_scores, key=letter_scores.get)
-    return float(predicted == item.correct)
+def mcq_correct(item: QAItem, output: dict[str, float] | str | None) -> float:
+    return float(predicted_letter(output) == item.correct)
 
 
 @lru_cache(maxsize=1)

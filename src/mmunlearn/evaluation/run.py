@@ -17,7 +17,8 @@ from mmunlearn.data.schema import Modality, Profile, QAItem, Task
 from mmunlearn.data.splits import Split
 from mmunlearn.evaluation.engine import Request, generate_replies, score_options
 from mmunlearn.evaluation.judge import JudgeCase
-from mmunlearn.evaluation.metrics import METRICS
+from mmunlearn.evaluation.metrics import METRICS, predicted_letter
+from mmunlearn.evaluation.official import draw_demonstrations, first_letter, official_replies
 from mmunlearn.models.prompts import task_text
 
 EVALUATED_SETS = ("forget", "test", "retain", "celebrity")
@@ -29,6 +30,8 @@ class EvaluationSettings:
     max_new_tokens: int = 48
     system_prompt: str | None = None
     judge: Any = None  # a FactualityJudge, or None: no factuality (the report says "n/a")
+    protocol: str = "fast"  # or "official": the official eval.py protocol (evaluation/official.py)
+    demo_seed: int = 0  # the official protocol's few-shot draw
 
 
 @dataclass(frozen=True)
@@ -61,22 +64,17 @@ def questions_of(split: Split) -> list[Question]:
 def evaluate(model, processor, split: Split, settings: EvaluationSettings = EvaluationSettings()):
     """Return ({set: {modality: {metric: mean}}}, per-question records)."""
     questions = questions_of(split)
-    scored = [i for i, q in enumerate(questions) if q.item.task is Task.MCQ]
-    generated = [i for i, q in enumerate(questions) if q.item.task is not Task.MCQ]
-    letter_scores = score_options(model, processor, [questions[i].request for i in scored], settings.batch_size,
-                                  settings.system_prompt, desc="multiple choice")
-    replies = generate_replies(model, processor, [questions[i].request for i in generated], settings.batch_size,
-                               settings.max_new_tokens, settings.system_prompt, desc="generation + cloze")
-    outputs: list[object] = [None] * len(questions)  # each question's output, in question order
-    for index, output in [*zip(scored, letter_scores), *zip(generated, replies)]:
-        outputs[index] = output
+    if settings.protocol == "official":
+        outputs = official_outputs(model, processor, questions, split, settings)
+    else:
+        outputs = fast_outputs(model, processor, questions, settings)
     verdicts = _judge(settings.judge, questions, outputs)
 
     sums: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     failures: dict[tuple[str, str, str], int] = defaultdict(int)
     records = []
     for index, (question, output) in enumerate(zip(questions, outputs)):
-        shown = max(output, key=output.get) if isinstance(output, dict) else output
+        shown = predicted_letter(output) if question.item.task is Task.MCQ else output
         for metric in METRICS.values():
             if metric.task is not question.item.task or (metric.judged and settings.judge is None):
                 continue
@@ -101,6 +99,29 @@ def evaluate(model, processor, split: Split, settings: EvaluationSettings = Eval
         if metric in JUDGED:
             scores[f"{metric}_failures"] = failures[cell]
     return results, records
+
+
+def fast_outputs(model, processor, questions: list[Question], settings: EvaluationSettings) -> list[object]:
+    """Ours: every multiple-choice question's letter scores in batched forward passes, every other
+    question's greedy reply in length-bucketed batches."""
+    scored = [i for i, q in enumerate(questions) if q.item.task is Task.MCQ]
+    generated = [i for i, q in enumerate(questions) if q.item.task is not Task.MCQ]
+    letter_scores = score_options(model, processor, [questions[i].request for i in scored], settings.batch_size,
+                                  settings.system_prompt, desc="multiple choice")
+    replies = generate_replies(model, processor, [questions[i].request for i in generated], settings.batch_size,
+                               settings.max_new_tokens, settings.system_prompt, desc="generation + cloze")
+    outputs: list[object] = [None] * len(questions)  # each question's output, in question order
+    for index, output in [*zip(scored, letter_scores), *zip(generated, replies)]:
+        outputs[index] = output
+    return outputs
+
+
+def official_outputs(model, processor, questions: list[Question], split: Split,
+                     settings: EvaluationSettings) -> list[object]:
+    """The official protocol: one question at a time, few-shot, the first letter of a multiple-choice reply."""
+    demos = draw_demonstrations(list(split.retain), settings.demo_seed)
+    replies = official_replies(model, processor, questions, demos, settings.system_prompt)
+    return [first_letter(r) if q.item.task is Task.MCQ else r for q, r in zip(questions, replies)]
 
 
 JUDGED = {name for name, metric in METRICS.items() if metric.judged}

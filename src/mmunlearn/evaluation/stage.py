@@ -20,27 +20,60 @@ def predictions_path(params: Params, model_name: str) -> Path:
     return params.paths.reports / "predictions" / f"{model_name}.jsonl"
 
 
-def evaluate_stage(params: Params, model_name: str) -> dict:
-    from mmunlearn import tracking
-    from mmunlearn.data.splits import load_split
+def _load_for_evaluation(params: Params, model_name: str):
+    """(merged model, processor, evaluation settings) of a study model, as every evaluation loads it."""
     from mmunlearn.errors import ConfigError
     from mmunlearn.evaluation.judge import build_judge
-    from mmunlearn.evaluation.run import EvaluationSettings, evaluate
+    from mmunlearn.evaluation.run import EvaluationSettings
+    from mmunlearn.models.loading import merge_adapter
     from mmunlearn.models.study import load_study_model, read_stack
 
     if model_name not in params.evaluated_models():
         raise ConfigError(f"--model {model_name!r}: not a model of this study (have: {params.evaluated_models()})")
-    split = load_split(params.paths.splits)
     loaded = load_study_model(params, model_name)
+    model = merge_adapter(loaded.model)  # evaluation never trains: plain weights skip LoRA's extra matmuls
     stack = read_stack(params.paths.models / model_name) or {}
-    judge = build_judge(params.evaluation.judge)
     settings = EvaluationSettings(params.evaluation.batch_size, params.evaluation.max_new_tokens,
-                                  stack.get("system_prompt"), judge)
+                                  stack.get("system_prompt"), build_judge(params.evaluation.judge),
+                                  params.evaluation.protocol, params.evaluation.demo_seed)
+    return model, loaded.processor, settings
+
+
+def protocols_stage(params: Params, model_name: str = "vanilla") -> dict:
+    """Both protocols on one model's multiple-choice questions: agreement summary and disagreements."""
+    from dataclasses import replace
+
+    from mmunlearn import tracking
+    from mmunlearn.atomic import write_text
+    from mmunlearn.data.splits import load_split
+    from mmunlearn.evaluation.agreement import agreement_markdown, compare_protocols
+
+    model, processor, settings = _load_for_evaluation(params, model_name)
+    settings = replace(settings, judge=None)
+    with tracking.stage_run(params.tracking, "protocols", model_name,
+                            {"evaluation": params.evaluation.model_dump(mode="json")}, params.paths.data_dvc):
+        summary, disagreements = compare_protocols(model, processor, load_split(params.paths.splits), settings)
+        tracking.log_metrics(summary)
+    write_json(params.paths.metrics / "protocol_agreement.json", summary)
+    write_text(params.paths.reports / "protocol_agreement.md", agreement_markdown(model_name, summary, disagreements))
+    log.info("protocols: %s agree on %.1f%% of multiple-choice questions", model_name,
+             100 * summary["overall"]["agreement"])
+    return summary
+
+
+def evaluate_stage(params: Params, model_name: str) -> dict:
+    from mmunlearn import tracking
+    from mmunlearn.data.splits import load_split
+    from mmunlearn.evaluation.run import evaluate
+
+    model, processor, settings = _load_for_evaluation(params, model_name)
+    split = load_split(params.paths.splits)
+    judge = settings.judge
     with tracking.stage_run(params.tracking, "evaluate", model_name,
                             {"evaluation": params.evaluation.model_dump(mode="json"),
                              "split": params.split.model_dump(mode="json"),
                              "system_prompt": settings.system_prompt or ""}, params.paths.data_dvc):
-        results, records = evaluate(loaded.model, loaded.processor, split, settings)
+        results, records = evaluate(model, processor, split, settings)
         tracking.log_metrics(results)
         if judge is not None:
             usage = judge.usage.summary()

@@ -1,0 +1,94 @@
+"""The official MLLMU-Bench evaluation protocol (eval.py), reproduced for comparison with ours.
+
+As the official code runs it: one question at a time; multiple choice and fill-in-the-blank are
+preceded by a few-shot demonstration (a question with its answer, its face shown for image
+questions); greedy generation of up to 50 new tokens, stopping at end-of-sequence; a multiple-choice
+prediction is the reply's first character when it is an option letter (anything else is wrong).
+Two deliberate differences, both fixes of known issues of the official code: demonstrations come
+from the *retain* set (the official Full_Set draw can show a forget-set person, issue #21) and the
+draw is seeded (the official one is not, so its runs do not repeat).
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from tqdm import tqdm
+
+from mmunlearn.data.schema import OPTION_LETTERS, Modality, Profile, QAItem, Task
+from mmunlearn.models.prompts import chat_messages, decode_image, target_text, task_text
+
+OFFICIAL_MAX_NEW_TOKENS = 50
+DEMONSTRATIONS = {Task.MCQ: 1, Task.CLOZE: 1, Task.GENERATION: 0}  # eval.py: 1 for classification, 1-2 for cloze
+
+
+def first_letter(reply: str) -> str | None:
+    """eval.py's parse: the reply's first character, if it is an option letter."""
+    head = reply.strip()[:1].upper()
+    return head if head in OPTION_LETTERS else None
+
+
+def draw_demonstrations(pool: list[Profile], seed: int) -> dict[tuple[Task, Modality], list[tuple[Profile, QAItem]]]:
+    """Every (task, modality)'s candidate demonstrations from ``pool``, in a seeded order."""
+    rng = random.Random(seed)
+    candidates: dict[tuple[Task, Modality], list[tuple[Profile, QAItem]]] = {}
+    for profile in pool:
+        for item in profile.items:
+            candidates.setdefault((item.task, item.modality), []).append((profile, item))
+    for values in candidates.values():
+        rng.shuffle(values)
+    return candidates
+
+
+def encode_conversation(processor, turns: list[tuple[str, bytes | None, str | None]],
+                        system_prompt: str | None = None) -> dict:
+    """Token ids and the pixels of every image shown (in order) of a multi-turn prompt.
+
+    Each turn is (user text, face image or None, the assistant's reply or None for the open last
+    turn): the few-shot demonstrations, then the question. A system prompt (Prompting) opens it.
+    """
+    messages, images = [], []
+    for index, (text, image_png, reply) in enumerate(turns):
+        messages += chat_messages(text, image_png is not None, system_prompt if index == 0 else None)
+        if image_png is not None:
+            images.append(decode_image(image_png))
+        if reply is not None:
+            messages.append({"role": "assistant", "content": [{"type": "text", "text": reply}]})
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    encoded = processor(images=images or None, text=[prompt], return_tensors="pt")
+    result = {"input_ids": encoded["input_ids"][0]}
+    if images:
+        result["pixel_values"] = encoded["pixel_values"]
+    return result
+
+
+def _turns(question_text: str, image_png: bytes | None, item: QAItem, demos, index: int):
+    turns = []
+    pool = demos.get((item.task, item.modality), [])
+    for k in range(DEMONSTRATIONS[item.task] if pool else 0):
+        profile, demo = pool[(index + k) % len(pool)]  # a different demonstration for successive questions
+        demo_image = profile.image if demo.modality is Modality.IMAGE else None
+        turns.append((task_text(demo), demo_image, target_text(demo)))
+    return turns + [(question_text, image_png, None)]
+
+
+@torch.no_grad()
+def official_replies(model, processor, questions: list, demos, system_prompt: str | None = None,
+                     max_new_tokens: int = OFFICIAL_MAX_NEW_TOKENS) -> list[str]:
+    """The greedy reply to each question (objects with ``.item`` and ``.request``), one at a time."""
+    tokenizer = processor.tokenizer
+    device = next(model.parameters()).device
+    model.eval()
+    replies = []
+    for index, question in enumerate(tqdm(questions, desc="official protocol", unit="question", leave=False)):
+        encoded = encode_conversation(processor, _turns(question.request.user_text, question.request.image_png,
+                                                        question.item, demos, index), system_prompt)
+        inputs = {"input_ids": encoded["input_ids"][None].to(device),
+                  "attention_mask": torch.ones_like(encoded["input_ids"])[None].to(device)}
+        if "pixel_values" in encoded:
+            inputs["pixel_values"] = encoded["pixel_values"].to(device)
+        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        replies.append(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+    return replies
