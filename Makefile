@@ -9,10 +9,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup data run test clean-venv
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every other package to the versions the committed dvc.lock was built with: a
+# newer transformers alone rewrites "transformers_version" in models/base and so changes dvc.lock.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
 	touch $@
 
 setup: $(STAMP)

@@ -112,7 +112,7 @@ def test_unlearning_modality_decides_what_the_forget_data_shows(study, monkeypat
     assert runs["ga-text"].data.metrics["train.examples"] == len(text)
 
 
-def test_judged_evaluation_fills_factuality_caches_it_and_never_leaks_the_key(study, monkeypatch, capsys, caplog):
+def test_judged_evaluation_with_a_general_set_fills_factuality_caches_it_and_never_leaks_the_key(study, monkeypatch, capsys, caplog):
     from mmunlearn.tracking import find_runs
     from tests.evaluation.openai_server import OpenAICompatibleServer
 
@@ -124,6 +124,9 @@ def test_judged_evaluation_fills_factuality_caches_it_and_never_leaks_the_key(st
         params["evaluation"]["judge"] = {"enabled": True, "model": "local-judge", "base_url": server.base_url,
                                          "api_key_env": "JUDGE_TEST_KEY", "backoff_s": 0.0,
                                          "cache": "judge_cache.sqlite"}
+        general = [{"question": f"Is {n} even?", "options": ["yes", "no"], "answer": "AB"[n % 2]} for n in range(5)]
+        (study / "general.jsonl").write_text("".join(json.dumps(r) + "\n" for r in general))
+        params["evaluation"]["general_set"] = "general.jsonl"
         (study / "params-judged.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         outputs = []
         for _ in range(2):
@@ -140,6 +143,7 @@ def test_judged_evaluation_fills_factuality_caches_it_and_never_leaks_the_key(st
             cell = results[set_name][modality]
             assert cell["factuality"] == 7.0 and cell["factuality_failures"] == 0
             assert cell["n_factuality"] == cell["n_rouge_l"]
+    assert results["general"]["n_mcq_acc"] == 5 and 0.0 <= results["general"]["mcq_acc"] <= 1.0
     runs = find_runs(load_params(study / "params-judged.yaml").tracking, stage="evaluate")
     first, second = runs[1], runs[0]
     assert first.data.metrics["judge.requests"] == generated and second.data.metrics["judge.requests"] == 0

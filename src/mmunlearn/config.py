@@ -225,6 +225,8 @@ class EvaluationConfig(_Section):
     # one question at a time with few-shot demonstrations and 50 new tokens (slow; for comparison)
     protocol: Literal["fast", "official"] = "fast"
     demo_seed: int = 0
+    # an MMMU-style multiple-choice set (JSON lines, local files) to check general ability; None: off
+    general_set: Path | None = None
     judge: JudgeConfig = JudgeConfig()
 
 

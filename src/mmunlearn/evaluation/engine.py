@@ -59,9 +59,10 @@ def _model_device(model) -> torch.device:
 
 @torch.no_grad()
 def score_options(model, processor, requests: list[Request], batch_size: int = 32,
-                  system_prompt: str | None = None, desc: str = "scoring options") -> list[dict[str, float]]:
+                  system_prompt: str | None = None, desc: str = "scoring options",
+                  letters: tuple[str, ...] = OPTION_LETTERS) -> list[dict[str, float]]:
     """Log-probability of each option letter as the reply's first token, one forward pass per batch."""
-    letter_ids = answer_start_token_ids(processor)
+    letter_ids = answer_start_token_ids(processor, letters)
     encoded = [encode_prompt(processor, r.user_text, r.image_png, system_prompt) for r in requests]
     scores: list[dict[str, float] | None] = [None] * len(requests)
     model.eval()
@@ -71,7 +72,7 @@ def score_options(model, processor, requests: list[Request], batch_size: int = 3
         logits = model(**batch, logits_to_keep=1).logits[:, -1, :].float()
         letter_logprobs = torch.log_softmax(logits, dim=-1)[:, letter_ids].cpu()
         for row, index in enumerate(indices):
-            scores[index] = dict(zip(OPTION_LETTERS, letter_logprobs[row].tolist()))
+            scores[index] = dict(zip(letters, letter_logprobs[row].tolist()))
     return scores  # type: ignore[return-value]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from mmunlearn.atomic import atomic_file, write_json
@@ -23,7 +24,6 @@ def predictions_path(params: Params, model_name: str) -> Path:
 def _load_for_evaluation(params: Params, model_name: str):
     """(merged model, processor, evaluation settings) of a study model, as every evaluation loads it."""
     from mmunlearn.errors import ConfigError
-    from mmunlearn.evaluation.judge import build_judge
     from mmunlearn.evaluation.run import EvaluationSettings
     from mmunlearn.models.loading import merge_adapter
     from mmunlearn.models.study import load_study_model, read_stack
@@ -34,22 +34,19 @@ def _load_for_evaluation(params: Params, model_name: str):
     model = merge_adapter(loaded.model)  # evaluation never trains: plain weights skip LoRA's extra matmuls
     stack = read_stack(params.paths.models / model_name) or {}
     settings = EvaluationSettings(params.evaluation.batch_size, params.evaluation.max_new_tokens,
-                                  stack.get("system_prompt"), build_judge(params.evaluation.judge),
-                                  params.evaluation.protocol, params.evaluation.demo_seed)
+                                  stack.get("system_prompt"), None, params.evaluation.protocol,
+                                  params.evaluation.demo_seed)
     return model, loaded.processor, settings
 
 
 def protocols_stage(params: Params, model_name: str = "vanilla") -> dict:
     """Both protocols on one model's multiple-choice questions: agreement summary and disagreements."""
-    from dataclasses import replace
-
     from mmunlearn import tracking
     from mmunlearn.atomic import write_text
     from mmunlearn.data.splits import load_split
     from mmunlearn.evaluation.agreement import agreement_markdown, compare_protocols
 
     model, processor, settings = _load_for_evaluation(params, model_name)
-    settings = replace(settings, judge=None)
     with tracking.stage_run(params.tracking, "protocols", model_name,
                             {"evaluation": params.evaluation.model_dump(mode="json")}, params.paths.data_dvc):
         summary, disagreements = compare_protocols(model, processor, load_split(params.paths.splits), settings)
@@ -64,16 +61,24 @@ def protocols_stage(params: Params, model_name: str = "vanilla") -> dict:
 def evaluate_stage(params: Params, model_name: str) -> dict:
     from mmunlearn import tracking
     from mmunlearn.data.splits import load_split
+    from mmunlearn.evaluation.general import general_ability, load_general_set
+    from mmunlearn.evaluation.judge import build_judge
     from mmunlearn.evaluation.run import evaluate
 
+    # bad input (a judge without its key, a malformed general set) fails before any model work
+    judge = build_judge(params.evaluation.judge)
+    general = load_general_set(params.evaluation.general_set) if params.evaluation.general_set else None
     model, processor, settings = _load_for_evaluation(params, model_name)
+    settings = replace(settings, judge=judge)
     split = load_split(params.paths.splits)
-    judge = settings.judge
     with tracking.stage_run(params.tracking, "evaluate", model_name,
                             {"evaluation": params.evaluation.model_dump(mode="json"),
                              "split": params.split.model_dump(mode="json"),
                              "system_prompt": settings.system_prompt or ""}, params.paths.data_dvc):
         results, records = evaluate(model, processor, split, settings)
+        if general:
+            results["general"] = general_ability(model, processor, general, settings.batch_size,
+                                                 settings.system_prompt)
         tracking.log_metrics(results)
         if judge is not None:
             usage = judge.usage.summary()
