@@ -20,6 +20,7 @@ import time
 import torch
 
 from mmunlearn.config import load_params
+from mmunlearn.data.schema import Task
 from mmunlearn.data.splits import load_split
 from mmunlearn.evaluation.metrics import predicted_letter
 from mmunlearn.evaluation.official import OFFICIAL_MAX_NEW_TOKENS
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         timings[name] = time.perf_counter() - start
-    mcq = [i for i, q in enumerate(questions) if q.item.task == "mcq"]
+    mcq = [i for i, q in enumerate(questions) if q.item.task is Task.MCQ]
     agree = sum(predicted_letter(outputs["fast"][i]) == outputs["official"][i] for i in mcq)
     fast_rate, official_rate = len(questions) / timings["fast"], len(questions) / timings["official"]
     print(f"model {args.model} on {device} ({torch.get_num_threads()} threads), {len(questions)} questions "

@@ -12,16 +12,15 @@ from collections import defaultdict
 from mmunlearn.data.schema import Task
 from mmunlearn.data.splits import Split
 from mmunlearn.evaluation.metrics import predicted_letter
-from mmunlearn.evaluation.official import draw_demonstrations, first_letter, official_replies
-from mmunlearn.evaluation.run import EvaluationSettings, fast_outputs, questions_of
+from mmunlearn.evaluation.official import first_letter
+from mmunlearn.evaluation.run import EvaluationSettings, fast_outputs, official_raw_replies, questions_of
 
 
 def compare_protocols(model, processor, split: Split, settings: EvaluationSettings) -> tuple[dict, list[dict]]:
     """({set: {modality: {n, agreement, fast_acc, official_acc, official_unparsed}}}, disagreements)."""
     questions = [q for q in questions_of(split) if q.item.task is Task.MCQ]
     fast = [predicted_letter(o) for o in fast_outputs(model, processor, questions, settings)]
-    demos = draw_demonstrations(list(split.retain), settings.demo_seed)
-    replies = official_replies(model, processor, questions, demos, settings.system_prompt)
+    replies = official_raw_replies(model, processor, questions, split, settings)
     cells: dict[tuple[str, str], list[tuple[bool, bool, bool, bool]]] = defaultdict(list)
     disagreements = []
     for question, fast_letter, reply in zip(questions, fast, replies):

@@ -96,7 +96,7 @@ def evaluate(model, processor, split: Split, settings: EvaluationSettings = Eval
         scores = results.setdefault(set_name, {}).setdefault(modality, {})
         scores[metric] = sum(values) / len(values) if values else None
         scores[f"n_{metric}"] = len(values)
-        if metric in JUDGED:
+        if METRICS[metric].judged:
             scores[f"{metric}_failures"] = failures[cell]
     return results, records
 
@@ -116,15 +116,18 @@ def fast_outputs(model, processor, questions: list[Question], settings: Evaluati
     return outputs
 
 
+def official_raw_replies(model, processor, questions: list[Question], split: Split,
+                         settings: EvaluationSettings) -> list[str]:
+    """The official protocol's replies: one question at a time, few-shot demonstrations from the retain set."""
+    demos = draw_demonstrations(list(split.retain), settings.demo_seed)
+    return official_replies(model, processor, questions, demos, settings.system_prompt)
+
+
 def official_outputs(model, processor, questions: list[Question], split: Split,
                      settings: EvaluationSettings) -> list[object]:
-    """The official protocol: one question at a time, few-shot, the first letter of a multiple-choice reply."""
-    demos = draw_demonstrations(list(split.retain), settings.demo_seed)
-    replies = official_replies(model, processor, questions, demos, settings.system_prompt)
+    """The official protocol's outputs: the first letter of a multiple-choice reply, other replies as they are."""
+    replies = official_raw_replies(model, processor, questions, split, settings)
     return [first_letter(r) if q.item.task is Task.MCQ else r for q, r in zip(questions, replies)]
-
-
-JUDGED = {name for name, metric in METRICS.items() if metric.judged}
 
 
 def _judge(judge, questions: list[Question], outputs: list[object]) -> dict[int, object]:
