@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
-PROJECT_FILES = ("params.yaml", "dvc.yaml", "data.dvc", ".dvcignore", ".gitignore", "expectations", "src",
+PROJECT_FILES = ("params.yaml", "dvc.yaml", "data.dvc", ".dvcignore", ".gitignore", "expectations", "src", "pipelines",
                  ".dvc/config", "data/.gitignore")
 
 
@@ -120,7 +120,8 @@ def test_changing_one_methods_lr_reruns_only_that_methods_stages(fresh_clone):
 
     with Repo(str(fresh_clone)) as repo:
         assert _stages_rerun_by(repo, "methods.ga.lr") == {
-            "unlearn@ga-multimodal", "unlearn@ga-text", "evaluate@ga-multimodal", "evaluate@ga-text", "report"}
+            "unlearn@ga-multimodal", "unlearn@ga-text", "evaluate@ga-multimodal", "evaluate@ga-text", "report",
+            "tune@ga", "tradeoff_report"}  # the last two only when the trade-off pipeline is run
         assert "finetune" in _stages_rerun_by(repo, "finetune.lr")  # the check can see a wider change
 
 
@@ -137,3 +138,24 @@ def test_dvc_plots_show_renders_every_tradeoff_plot_from_the_committed_report(fr
             assert {v["field"] for v in values} == {f"retain_{metric}", f"celebrity_{metric}"}
     for png in ("tradeoff_mcq_acc.png", "tradeoff_rouge_l.png"):
         assert shown[f"reports/plots/{png}"][0]["type"] == "image"
+
+
+def test_tradeoff_pipeline_is_separate_from_the_main_study(fresh_clone):
+    """`dvc repro` (make run) never runs a trade-off study; `dvc repro pipelines/tradeoff/dvc.yaml` runs
+    one per tune.methods, then the overlay, on top of the main study's vanilla model."""
+    import yaml
+    from dvc.repo import Repo
+
+    methods = yaml.safe_load((fresh_clone / "params.yaml").read_text())["tune"]["methods"]
+    with Repo(str(fresh_clone)) as repo:
+        stages = list(repo.index.stages)
+        tradeoff = [s for s in stages if "pipelines" in str(s.path_in_repo)]
+        main = [s for s in stages if s.path_in_repo == "dvc.yaml"]
+        assert sorted(s.name for s in tradeoff) == sorted([f"tune@{m}" for m in methods] + ["tradeoff_report"])
+        main_deps = [Path(str(d)) for s in main for d in s.deps]
+        for stage in tradeoff:
+            for out in stage.outs:
+                assert not any(Path(str(out)).is_relative_to(dep) or dep.is_relative_to(Path(str(out)))
+                               for dep in main_deps), (stage.name, str(out))
+        tune_ga = next(s for s in tradeoff if s.name == "tune@ga")
+        assert {"models/vanilla", "metrics/vanilla.json"} <= {dep.def_path for dep in tune_ga.deps}

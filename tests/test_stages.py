@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,29 @@ MICRO = {
     "unlearn": {"methods": ["ga"], "modalities": ["multimodal"]},
     "evaluation": {"max_new_tokens": 4},
 }
+
+
+def micro_study(folder: Path, adjust=lambda params: None, extra_commands=()) -> Path:
+    """``folder`` as a micro study with base, vanilla and retain models: the repo's params with MICRO
+    merged over them, then ``adjust(params)`` (in place), then ``extra_commands``."""
+    import shutil
+
+    import yaml
+
+    from tests.conftest import REPO_ROOT
+
+    shutil.copytree(REPO_ROOT / "expectations", folder / "expectations")
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    for section, values in MICRO.items():
+        params[section] = {**params.get(section, {}), **values}
+    adjust(params)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        for command in (["data", "synth"], ["split"], ["base"], ["finetune"], ["finetune", "--subset", "retain"],
+                        *extra_commands):
+            assert run_cli(command)[0] == 0, command
+    return folder
 
 
 def test_study_stages_write_models_metrics_report_and_mlflow_runs(project, capsys):

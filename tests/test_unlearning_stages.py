@@ -11,7 +11,7 @@ import yaml
 
 from mmunlearn.config import load_params
 from tests.conftest import REPO_ROOT, run_cli
-from tests.test_stages import MICRO
+from tests.test_stages import micro_study
 
 pytestmark = pytest.mark.slow
 
@@ -19,21 +19,13 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """A micro study with base, vanilla and retain models, and every method of the repo's params.yaml."""
-    folder = tmp_path_factory.mktemp("study")
-    shutil.copytree(REPO_ROOT / "expectations", folder / "expectations")
-    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    for section, values in MICRO.items():
-        params[section] = {**params.get(section, {}), **values}
-    params["methods"] = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["methods"]
-    for settings in params["methods"].values():
-        settings.update({"epochs": 1, "batch_size": 8})
-    params["unlearn"] = {"methods": list(params["methods"]), "modalities": ["multimodal", "text"]}
-    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        for command in (["data", "synth"], ["split"], ["base"], ["finetune"], ["finetune", "--subset", "retain"]):
-            assert run_cli(command)[0] == 0, command
-    return folder
+    def every_method(params):
+        params["methods"] = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["methods"]
+        for settings in params["methods"].values():
+            settings.update({"epochs": 1, "batch_size": 8})
+        params["unlearn"] = {"methods": list(params["methods"]), "modalities": ["multimodal", "text"]}
+
+    return micro_study(tmp_path_factory.mktemp("study"), every_method)
 
 
 def _unlearn(study, monkeypatch, method: str, modality: str) -> dict:

@@ -134,6 +134,29 @@ def protocols(ctx: typer.Context,
                "multiple-choice questions (reports/protocol_agreement.md)")
 
 
+@app.command("tune")
+def tune(ctx: typer.Context, method: Annotated[str, typer.Option(help="a key of params.yaml methods:")],
+         trials: Annotated[int | None, typer.Option(min=1, help="budget (default: tune.trials)")] = None) -> None:
+    """Work on a method's Optuna trade-off study (any number of workers may share it); write its front."""
+    from mmunlearn.tuning.outputs import summary_path
+    from mmunlearn.tuning.study import tune as run_tune
+
+    params = _params(ctx)
+    summary = run_tune(params, method, trials)
+    counts = summary["trials"]
+    typer.echo(f"tune {method}: {counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed; "
+               f"front of {len(summary['front'])}; this worker ran trials {summary['ran_here']} "
+               f"({summary_path(params, method)})")
+
+
+@app.command("tune-report")
+def tune_report(ctx: typer.Context) -> None:
+    """Overlay every method's Pareto front; Optuna HTML plots; operating points for params.yaml."""
+    from mmunlearn.tuning.outputs import tune_report as write
+
+    typer.echo(f"tune-report: {write(_params(ctx))}")
+
+
 @app.command("report")
 def report(ctx: typer.Context) -> None:
     """Write the Table-2-style report from every evaluated model's metrics."""

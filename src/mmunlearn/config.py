@@ -32,6 +32,9 @@ class PathsConfig(_Section):
     metrics: Path = Path("metrics")
     reports: Path = Path("reports")
     data_dvc: Path = Path("data.dvc")
+    # the trade-off pipeline's results: metrics/<method>.json, plots/ (outside metrics/: the main report
+    # depends on that whole folder, so studies written there would join `make run`)
+    tradeoff: Path = Path("pipelines/tradeoff")
 
 
 class QuestionCounts(_Section):
@@ -230,6 +233,62 @@ class EvaluationConfig(_Section):
     judge: JudgeConfig = JudgeConfig()
 
 
+class SearchDimension(_Section):
+    """One hyper-parameter's range in a trade-off study: ``low``..``high`` (``log`` scale, ``integer`` steps),
+    or a list of ``choices``."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+    choices: tuple[str | float | int | bool | None, ...] | None = None
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> SearchDimension:
+        if self.choices is not None:
+            if not self.choices or self.low is not None or self.high is not None:
+                raise ValueError("give either non-empty choices or low/high, not both")
+        elif self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError("needs low < high (or choices)")
+        elif self.log and self.low <= 0:
+            raise ValueError("log scale needs low > 0")
+        return self
+
+
+class TuneConfig(_Section):
+    """Multi-objective Optuna studies of each method's efficacy/utility trade-off (pipelines/tradeoff).
+
+    Efficacy = mean of the ``efficacy`` metrics (minimised: what the model still knows of the forget
+    set); utility = mean of the ``utility`` metrics (maximised). Metric names are the flattened
+    evaluation names, ``<set>.<image|text>.<metric>``.
+    """
+
+    storage: str = "sqlite:///optuna.db"  # any Optuna RDB URL, e.g. postgresql://user@host/db for several machines
+    methods: tuple[str, ...] = ("ga",)
+    trials: int = Field(6, ge=1)  # per method, in total over every worker sharing the study
+    startup_trials: int = Field(3, ge=0)  # seeded random draws before TPE takes over
+    modality: Literal["multimodal", "text"] = "text"  # the trials' unlearning modality
+    seed: int = 0
+    efficacy: tuple[str, ...] = ("forget.text.rouge_l",)
+    utility: tuple[str, ...] = ("retain.text.rouge_l",)
+    # a trial whose utility falls below this fraction of the vanilla model's is pruned (collapsed)
+    prune_utility_ratio: float = Field(0.5, ge=0, le=1)
+    # the operating point: lowest efficacy among front trials that lose at most this much utility
+    max_utility_loss: float = Field(0.05, ge=0)
+    heartbeat_s: int = Field(10, ge=1)  # a worker's trial counts as dead after grace_s without a heartbeat;
+    grace_s: int = Field(60, ge=2)  # the next worker re-runs it with the same hyper-parameters
+    search_space: dict[str, dict[str, SearchDimension]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _search_space_names_method_fields(self) -> TuneConfig:
+        for method, space in self.search_space.items():
+            unknown = sorted(set(space) - set(MethodConfig.model_fields))
+            if unknown:
+                raise ValueError(f"search_space.{method}: {unknown} are not method settings "
+                                 f"(have: {sorted(MethodConfig.model_fields)})")
+        return self
+
+
 class TrackingConfig(_Section):
     """MLflow: a SQLite store and a local artifact folder in the repo by default (both gitignored)."""
 
@@ -250,6 +309,7 @@ class Params(_Section):
     methods: dict[str, MethodConfig] = Field(default_factory=lambda: {"ga": MethodConfig()})
     unlearn: UnlearnConfig = UnlearnConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    tune: TuneConfig = TuneConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -264,6 +324,9 @@ class Params(_Section):
         bad = [name for name in self.methods if not name.replace("_", "").isalnum()]
         if bad:
             raise ValueError(f"methods: names {bad} must be letters, digits and '_' (they name folders and stages)")
+        unknown = [name for name in self.tune.methods if name not in self.methods]
+        if unknown:
+            raise ValueError(f"tune.methods: {unknown} not defined under methods: (have {sorted(self.methods)})")
         return self
 
     def unlearned_models(self) -> list[str]:

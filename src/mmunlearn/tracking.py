@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import subprocess
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def _data_hash(data_dvc: Path) -> str:
+def data_hash(data_dvc: Path) -> str:
     import yaml
 
     try:
@@ -59,22 +60,40 @@ def _experiment_id(config: TrackingConfig) -> str:
     import mlflow
 
     mlflow.set_tracking_uri(config.uri)
-    experiment = mlflow.get_experiment_by_name(config.experiment)
+    for attempt in range(5):
+        try:
+            experiment = mlflow.get_experiment_by_name(config.experiment)
+            break
+        except Exception:  # noqa: BLE001 — workers starting together race to create a new store's tables
+            if attempt == 4:
+                raise
+            log.info("tracking store %s not ready, retrying", config.uri)
+            time.sleep(1 + attempt)
     if experiment is not None:
         return experiment.experiment_id
     location = Path(config.artifact_root).resolve().as_uri()
-    return mlflow.create_experiment(config.experiment, artifact_location=location)
+    try:
+        return mlflow.create_experiment(config.experiment, artifact_location=location)
+    except mlflow.exceptions.MlflowException:  # another worker created it a moment ago
+        experiment = mlflow.get_experiment_by_name(config.experiment)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 @contextlib.contextmanager
 def stage_run(config: TrackingConfig, stage: str, model_name: str, params: Mapping[str, Any],
-              data_dvc: Path = Path("data.dvc")) -> Iterator[Any]:
-    """An MLflow run for one stage of one model, with params and provenance tags logged."""
+              data_dvc: Path = Path("data.dvc"), parent_run_id: str | None = None,
+              tags: Mapping[str, str] | None = None) -> Iterator[Any]:
+    """An MLflow run for one stage of one model, with params and provenance tags logged (nested under
+    ``parent_run_id`` if given: a tuning trial under its study's run)."""
     import mlflow
 
     experiment_id = _experiment_id(config)
-    tags = {"stage": stage, "model": model_name, "git_commit": _git_commit(), "data_dvc_md5": _data_hash(data_dvc)}
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{stage}:{model_name}", tags=tags) as run:
+    tags = {"stage": stage, "model": model_name, "git_commit": _git_commit(), "data_dvc_md5": data_hash(data_dvc),
+            **(tags or {})}
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{stage}:{model_name}", tags=tags,
+                          parent_run_id=parent_run_id, nested=parent_run_id is not None) as run:
         flat = {k: str(v)[:6000] for k, v in public_params(params).items()}
         for start in range(0, len(flat), 100):  # MLflow's batch limit
             mlflow.log_params(dict(list(flat.items())[start:start + 100]))
@@ -102,11 +121,67 @@ def log_file(path: Path, artifact_path: str) -> None:
 
 def find_runs(config: TrackingConfig, stage: str | None = None) -> list[Any]:
     """Runs of the study's experiment (newest first), optionally of one stage — read via the client."""
+    return search_runs(config, f"tags.stage = '{stage}'" if stage else "")
+
+
+def shared_parent_run(config: TrackingConfig, stage: str, key: str, params: Mapping[str, Any],
+                      data_dvc: Path = Path("data.dvc")) -> str:
+    """The id of the one run tagged (``stage``, ``key``), created by whichever process asks first.
+
+    Several workers of one Optuna study may start at once; each creates a run if it finds none, then
+    all keep the oldest and a worker that created a younger duplicate deletes it — so every worker's
+    trials nest under the same parent without a lock.
+    """
+    from mlflow.tracking import MlflowClient
+
+    experiment_id = _experiment_id(config)
+    client = MlflowClient(tracking_uri=config.uri)
+    query = f"tags.stage = '{stage}' and tags.study = '{key}'"
+
+    def existing():  # oldest first; the run id breaks a tie of equal start times the same way everywhere
+        runs = client.search_runs([experiment_id], filter_string=query)
+        return sorted(runs, key=lambda run: (run.info.start_time, run.info.run_id))
+
+    created = None
+    if not existing():
+        with stage_run(config, stage, key, params, data_dvc, tags={"study": key}) as run:
+            created = run.info.run_id
+    oldest = existing()[0].info.run_id
+    if created is not None and created != oldest:
+        client.delete_run(created)
+    return oldest
+
+
+def log_artifacts_to(run_id: str, folder: Path, artifact_path: str, config: TrackingConfig) -> None:
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=config.uri).log_artifacts(run_id, str(folder), artifact_path=artifact_path)
+
+
+def set_tags(run_id: str, tags: Mapping[str, str], config: TrackingConfig) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=config.uri)
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+
+
+def search_runs(config: TrackingConfig, filter_string: str) -> list[Any]:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=config.uri)
     experiment = client.get_experiment_by_name(config.experiment)
     if experiment is None:
         return []
-    query = f"tags.stage = '{stage}'" if stage else ""
-    return client.search_runs([experiment.experiment_id], filter_string=query, order_by=["start_time DESC"])
+    return client.search_runs([experiment.experiment_id], filter_string=filter_string, order_by=["start_time DESC"])
+
+
+def log_metrics_to(run_id: str, metrics: Mapping[str, Any], config: TrackingConfig) -> None:
+    """Log metrics to a run that is not the active one (a study's parent run, from any worker)."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    now = int(time.time() * 1000)
+    numeric = [Metric(k, float(v), now, 0) for k, v in flatten(metrics).items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    MlflowClient(tracking_uri=config.uri).log_batch(run_id, metrics=numeric)

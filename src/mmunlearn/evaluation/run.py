@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from mmunlearn.config import EvaluationConfig
 from mmunlearn.data.schema import Modality, Profile, QAItem, Task
 from mmunlearn.data.splits import Split
 from mmunlearn.evaluation.engine import Request, generate_replies, score_options
@@ -32,6 +33,11 @@ class EvaluationSettings:
     judge: Any = None  # a FactualityJudge, or None: no factuality (the report says "n/a")
     protocol: str = "fast"  # or "official": the official eval.py protocol (evaluation/official.py)
     demo_seed: int = 0  # the official protocol's few-shot draw
+
+    @classmethod
+    def of(cls, config: EvaluationConfig, system_prompt: str | None = None, judge: Any = None) -> EvaluationSettings:
+        """Settings from params.yaml ``evaluation:``, for a model asked under ``system_prompt``."""
+        return cls(config.batch_size, config.max_new_tokens, system_prompt, judge, config.protocol, config.demo_seed)
 
 
 @dataclass(frozen=True)

@@ -33,9 +33,7 @@ def _load_for_evaluation(params: Params, model_name: str):
     loaded = load_study_model(params, model_name)
     model = merge_adapter(loaded.model)  # evaluation never trains: plain weights skip LoRA's extra matmuls
     stack = read_stack(params.paths.models / model_name) or {}
-    settings = EvaluationSettings(params.evaluation.batch_size, params.evaluation.max_new_tokens,
-                                  stack.get("system_prompt"), None, params.evaluation.protocol,
-                                  params.evaluation.demo_seed)
+    settings = EvaluationSettings.of(params.evaluation, stack.get("system_prompt"))
     return model, loaded.processor, settings
 
 

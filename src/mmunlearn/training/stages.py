@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -162,38 +163,38 @@ def _with_reference_logprobs(params: Params, config: MethodConfig, model, pad_to
             _attach_reference_logprobs(part, reference, pad_token_id, config.batch_size)
 
 
-def unlearn(params: Params, method: str, modality: str) -> Path:
-    """Unlearn the forget set from the vanilla model with ``method``, fed in one unlearning modality.
+@dataclass
+class UnlearningJob:
+    """Everything one unlearning run trains on: the model with a fresh adapter, its data and loss."""
 
-    A fresh LoRA adapter is trained on top of the vanilla weights (vanilla adapter merged in); a
-    method that trains nothing (Prompting) only records its system prompt.
+    model: object
+    processor: object
+    dataset: ForgetRetainDataset
+    loss: LossFn
+    pad_token_id: int
+
+
+def check_unlearning_modality(modality: str) -> None:
+    from mmunlearn.errors import ConfigError
+
+    if modality not in UNLEARNING_MODALITY:
+        raise ConfigError(f"--modality {modality!r}: expected one of {sorted(UNLEARNING_MODALITY)}")
+
+
+def prepare_unlearning(params: Params, method: str, config: MethodConfig, modality: str) -> UnlearningJob:
+    """A fresh LoRA adapter on the vanilla weights (vanilla adapter merged in), the forget (and retain)
+    examples of one unlearning modality, and the method's composed loss — ready to train.
+
+    ``config`` may differ from ``params.methods[method]`` (a tuning trial's hyper-parameters).
     """
-    from mmunlearn import tracking
     from mmunlearn.data.schema import Modality
     from mmunlearn.data.splits import load_split
     from mmunlearn.errors import ConfigError
     from mmunlearn.methods import compose
-    from mmunlearn.models.loading import add_lora, merge_adapter, save_adapter
-    from mmunlearn.models.study import load_study_model, write_stack
+    from mmunlearn.models.loading import add_lora, merge_adapter
+    from mmunlearn.models.study import load_study_model
     from mmunlearn.training.examples import ALTERNATIVES, build_examples, value_pools
 
-    if method not in params.methods:
-        raise ConfigError(f"params.yaml: methods.{method}: no such method (have: {sorted(params.methods)})")
-    if modality not in UNLEARNING_MODALITY:
-        raise ConfigError(f"--modality {modality!r}: expected one of {sorted(UNLEARNING_MODALITY)}")
-    config: MethodConfig = params.methods[method]
-    name = model_id(method, modality)
-    target = params.paths.models / name
-    log_params = {"model": params.model.model_dump(mode="json"), "method": {method: config.model_dump(mode="json")},
-                  "unlearn": {"modality": modality}}
-    stack = {"on_top_of": "vanilla", "system_prompt": config.system_prompt, "method": method, "modality": modality}
-    seed_everything(config.seed)
-    if config.forget is None:  # evaluation-time method: nothing to train
-        if is_main_process():
-            with tracking.stage_run(params.tracking, "unlearn", name, log_params, params.paths.data_dvc):
-                with atomic_dir(target) as staging:
-                    write_stack(staging, adapter=False, **stack)
-        return target
     try:
         loss = compose(config)
     except KeyError as exc:
@@ -202,12 +203,14 @@ def unlearn(params: Params, method: str, modality: str) -> Path:
         raise ConfigError(f"{params.paths.models / 'retain'}: not found; methods.{method}.reference: retain needs "
                           "`mmunlearn finetune --subset retain` first")
 
+    seed_everything(config.seed)
     split = load_split(params.paths.splits)
     pools = value_pools(split.forget + split.retain)
     pairs_modality = Modality(UNLEARNING_MODALITY[modality])
     vanilla = load_study_model(params, "vanilla")
     processor, pad_token_id = vanilla.processor, vanilla.processor.tokenizer.pad_token_id
     model = add_lora(merge_adapter(vanilla.model), params.finetune.lora)
+    name = model_id(method, modality)
 
     def examples_of(people):
         return build_examples(people, config.formats, config.mcq_drills, config.seed, pools, pairs_modality,
@@ -221,11 +224,41 @@ def unlearn(params: Params, method: str, modality: str) -> Path:
     if loss.reference_logprobs:
         _with_reference_logprobs(params, config, model, pad_token_id, [forget] + ([alternative] if alternative else []))
     dataset = ForgetRetainDataset(forget, retain, seed=config.seed, alternative=alternative)
+    return UnlearningJob(model, processor, dataset, loss, pad_token_id)
+
+
+def unlearn(params: Params, method: str, modality: str) -> Path:
+    """Unlearn the forget set from the vanilla model with ``method``, fed in one unlearning modality.
+
+    A fresh LoRA adapter is trained on top of the vanilla weights (vanilla adapter merged in); a
+    method that trains nothing (Prompting) only records its system prompt.
+    """
+    from mmunlearn import tracking
+    from mmunlearn.errors import ConfigError
+    from mmunlearn.models.loading import save_adapter
+    from mmunlearn.models.study import write_stack
+
+    if method not in params.methods:
+        raise ConfigError(f"params.yaml: methods.{method}: no such method (have: {sorted(params.methods)})")
+    check_unlearning_modality(modality)
+    config: MethodConfig = params.methods[method]
+    name = model_id(method, modality)
+    target = params.paths.models / name
+    log_params = {"model": params.model.model_dump(mode="json"), "method": {method: config.model_dump(mode="json")},
+                  "unlearn": {"modality": modality}}
+    stack = {"on_top_of": "vanilla", "system_prompt": config.system_prompt, "method": method, "modality": modality}
+    if config.forget is None:  # evaluation-time method: nothing to train
+        if is_main_process():
+            with tracking.stage_run(params.tracking, "unlearn", name, log_params, params.paths.data_dvc):
+                with atomic_dir(target) as staging:
+                    write_stack(staging, adapter=False, **stack)
+        return target
+    job = prepare_unlearning(params, method, config, modality)
 
     def save(folder: Path, state: dict | None) -> None:
-        save_adapter(model, folder, state)
+        save_adapter(job.model, folder, state)
         write_stack(folder, adapter=True, **stack)
 
-    train_on_examples(params, "unlearn", name, model, dataset, config, loss, log_params=log_params, save=save,
-                      target=target, pad_token_id=pad_token_id)
+    train_on_examples(params, "unlearn", name, job.model, job.dataset, config, job.loss, log_params=log_params,
+                      save=save, target=target, pad_token_id=job.pad_token_id)
     return target

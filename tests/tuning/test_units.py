@@ -1,0 +1,83 @@
+"""Trade-off study pieces on hand-made inputs: fronts, operating points, objectives, search space, sampler."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from mmunlearn.config import MethodConfig, SearchDimension, TuneConfig
+from mmunlearn.errors import ConfigError
+from mmunlearn.tuning.front import dominates, on_front, operating_point, pareto_front
+from mmunlearn.tuning.objectives import Objectives, metric_value
+from mmunlearn.tuning.space import SeededStartupSampler, suggest, with_overrides
+from mmunlearn.tuning.study import redact_url
+
+
+def _point(trial, efficacy, utility):
+    return {"trial": trial, "efficacy": efficacy, "utility": utility}
+
+
+def test_front_keeps_exactly_the_non_dominated_trials_sorted_by_efficacy():
+    points = [_point(0, 0.5, 0.7), _point(1, 0.3, 0.6), _point(2, 0.6, 0.65),  # 2 is dominated by 0
+              _point(3, 0.3, 0.5), _point(4, 0.8, 0.9)]                        # 3 is dominated by 1
+    assert [p["trial"] for p in pareto_front(points)] == [1, 0, 4]
+    assert dominates((0.3, 0.6), (0.3, 0.5)) and not dominates((0.3, 0.6), (0.3, 0.6))
+    assert on_front((0.1, 0.1), [(0.2, 0.9)]) and not on_front((0.25, 0.8), [(0.2, 0.9)])
+
+
+def test_operating_point_is_the_most_forgetting_front_trial_within_the_utility_budget():
+    front = pareto_front([_point(0, 0.2, 0.60), _point(1, 0.4, 0.76), _point(2, 0.6, 0.80)])
+    assert operating_point(front, vanilla_utility=0.80, max_utility_loss=0.05)["trial"] == 1
+    assert operating_point(front, vanilla_utility=0.80, max_utility_loss=0.25)["trial"] == 0
+    assert operating_point(front, vanilla_utility=0.95, max_utility_loss=0.05) is None
+
+
+def test_objectives_average_the_named_metrics_and_reject_bad_names():
+    results = {"forget": {"text": {"rouge_l": 0.4, "mcq_acc": 0.2}}, "retain": {"image": {"mcq_acc": 0.9}}}
+    objectives = Objectives.from_config(TuneConfig(efficacy=("forget.text.rouge_l", "forget.text.mcq_acc"),
+                                                   utility=("retain.image.mcq_acc",)))
+    assert objectives.efficacy_of(results) == pytest.approx(0.3)
+    assert objectives.utility_of(results) == pytest.approx(0.9)
+    assert objectives.utility_sets == {"retain"} and objectives.efficacy_sets == {"forget"}
+    with pytest.raises(ValueError, match="retain.text.mcq_acc"):
+        metric_value(results, "retain.text.mcq_acc")
+    for bad in ("forget.text", "holdout.text.rouge_l", "forget.audio.rouge_l", "forget.text.bleu"):
+        with pytest.raises(ConfigError, match=r"tune\.utility\[0\]"):
+            Objectives.from_config(TuneConfig(utility=(bad,)))
+
+
+def test_search_space_is_validated_like_params():
+    with pytest.raises(ValueError, match="low < high"):
+        SearchDimension(low=1.0, high=0.5)
+    with pytest.raises(ValueError, match="log scale"):
+        SearchDimension(low=0.0, high=1.0, log=True)
+    with pytest.raises(ValueError, match="not method settings"):
+        TuneConfig(search_space={"ga": {"learning_rate": SearchDimension(low=0.1, high=0.2)}})
+    tuned = with_overrides(MethodConfig(lr=1e-3, epochs=3), {"lr": 2e-3, "epochs": 2})
+    assert (tuned.lr, tuned.epochs, tuned.forget) == (2e-3, 2, "ga")
+
+
+def _draws(seed: int, trials: int, startup: int = 10) -> list[dict]:
+    space = {"lr": SearchDimension(low=1e-4, high=1e-2, log=True), "epochs": SearchDimension(low=1, high=4, integer=True),
+             "prompt": SearchDimension(choices=("a", "b", "c"))}
+    study = optuna.create_study(directions=["minimize", "maximize"], sampler=SeededStartupSampler(seed, startup))
+    draws = []
+    for _ in range(trials):
+        trial = study.ask()
+        draws.append(suggest(trial, space))
+        study.tell(trial, [draws[-1]["lr"], draws[-1]["epochs"]])
+    return draws
+
+
+def test_startup_draws_depend_on_seed_and_trial_number_only():
+    first, again, other = _draws(0, 4), _draws(0, 4), _draws(1, 4)
+    assert first == again  # reproducible
+    assert first != other
+    assert len({round(d["lr"], 12) for d in first}) == 4  # trials draw differently from each other
+    assert all(1e-4 <= d["lr"] <= 1e-2 and d["epochs"] in (1, 2, 3, 4) and d["prompt"] in "abc" for d in first)
+    assert len(_draws(0, 6, startup=2)) == 6  # TPE takes over after the startup draws
+
+
+def test_storage_urls_are_logged_without_their_password():
+    assert "s3cret" not in redact_url("postgresql://me:s3cret@db.example:5432/optuna")
+    assert redact_url("sqlite:///optuna.db") == "sqlite:///optuna.db"
