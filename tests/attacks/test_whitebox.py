@@ -110,11 +110,12 @@ def test_second_difference_and_layer_count_checks():
         logit_lens(MODEL, BATCH, [4])
 
 
-def test_multi_token_answers_need_every_token_unless_first_is_asked():
+def test_multi_token_answers_score_the_first_token_unless_all_are_asked():
     lens = logit_lens(MODEL, BATCH, [2])[0]  # top-2 of layer 2: {5, 7}
-    assert extracted(lens, [ANSWER, 7], "head_projection", k=2).success
+    assert extracted(lens, [ANSWER, 7], "head_projection", k=2, answer_tokens="all").success
     assert not extracted(lens, [ANSWER, 3], "head_projection", k=2, answer_tokens="all").success
-    assert extracted(lens, [ANSWER, 3], "head_projection", k=2, answer_tokens="first").success
+    assert extracted(lens, [ANSWER, 3], "head_projection", k=2).success
+    assert not extracted(lens, [3, ANSWER], "head_projection", k=2).success
 
 
 def test_on_a_real_llama_the_last_layers_lens_is_the_models_own_prediction():

@@ -10,9 +10,11 @@ vocabulary. From each chosen layer's lens the attacks build a candidate set of t
 - Probability Delta² (PD²): the same on the second difference across consecutive triples of layers.
 
 The attack succeeds when the answer is among the candidates; the budget B is the candidate set's size
-(reported per question). Multi-token answers (the original scores only the first token): ``first``
-checks the answer's first token as the original does; ``all`` — our default — needs every token of the
-answer in the candidate set, so a hit means the whole answer can be read off the candidates.
+(reported per question). Multi-token answers: ``first`` (default, as the original) checks the answer's
+first token; ``all`` needs every answer token in the one position's candidate set — measured far too
+strict for a lens read at a single position (vanilla tiny default, forget facts, HP k=5: 0.95 first vs
+0.21 all, since later tokens are only predicted after the first); the planned multi-token test reads
+each token's lens at its own teacher-forced position.
 
 Model-agnostic: the decoder's layers, final norm and output embedding are found through the standard
 ``get_decoder()`` / ``get_output_embeddings()`` accessors, never by model family.
@@ -98,7 +100,7 @@ class Extraction:
 
 
 def extracted(lens_logprobs: torch.Tensor, answer_ids: Sequence[int], attack: str, k: int,
-              answer_tokens: str = "all") -> Extraction:
+              answer_tokens: str = "first") -> Extraction:
     """Does ``attack`` recover the answer (its ``first`` token, or ``all`` its tokens) within its candidates?"""
     if not answer_ids:
         raise ValueError("empty answer")
