@@ -124,7 +124,8 @@ def test_a_killed_study_resumes_without_losing_or_repeating_finished_trials(stud
         except Exception:  # the study does not exist yet
             continue
         if any(t.state == TrialState.COMPLETE for t in trials):
-            victim = next((t for t in trials if t.state == TrialState.RUNNING), None)
+            # a running trial that has drawn its hyper-parameters (so its retry has something to repeat)
+            victim = next((t for t in trials if t.state == TrialState.RUNNING and t.params), None)
     assert victim is not None, "the worker never got to a second trial"
     worker.send_signal(signal.SIGKILL)
     worker.communicate()
