@@ -100,11 +100,15 @@ def stage_run(config: TrackingConfig, stage: str, model_name: str, params: Mappi
         yield run
 
 
+def _numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Flattened numeric metrics (None, strings and booleans left out)."""
+    return {k: float(v) for k, v in flatten(metrics).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
     import mlflow
 
-    numeric = {k: float(v) for k, v in flatten(metrics).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    mlflow.log_metrics(numeric, step=step)
+    mlflow.log_metrics(_numeric(metrics), step=step)
 
 
 def log_artifacts(folder: Path, artifact_path: str) -> None:
@@ -134,13 +138,11 @@ def shared_parent_run(config: TrackingConfig, stage: str, key: str, params: Mapp
     """
     from mlflow.tracking import MlflowClient
 
-    experiment_id = _experiment_id(config)
-    client = MlflowClient(tracking_uri=config.uri)
+    _experiment_id(config)  # store and experiment ready first (workers may race to create them)
     query = f"tags.stage = '{stage}' and tags.study = '{key}'"
 
     def existing():  # oldest first; the run id breaks a tie of equal start times the same way everywhere
-        runs = client.search_runs([experiment_id], filter_string=query)
-        return sorted(runs, key=lambda run: (run.info.start_time, run.info.run_id))
+        return sorted(search_runs(config, query), key=lambda run: (run.info.start_time, run.info.run_id))
 
     created = None
     if not existing():
@@ -148,14 +150,8 @@ def shared_parent_run(config: TrackingConfig, stage: str, key: str, params: Mapp
             created = run.info.run_id
     oldest = existing()[0].info.run_id
     if created is not None and created != oldest:
-        client.delete_run(created)
+        MlflowClient(tracking_uri=config.uri).delete_run(created)
     return oldest
-
-
-def log_artifacts_to(run_id: str, folder: Path, artifact_path: str, config: TrackingConfig) -> None:
-    from mlflow.tracking import MlflowClient
-
-    MlflowClient(tracking_uri=config.uri).log_artifacts(run_id, str(folder), artifact_path=artifact_path)
 
 
 def set_tags(run_id: str, tags: Mapping[str, str], config: TrackingConfig) -> None:
@@ -182,6 +178,5 @@ def log_metrics_to(run_id: str, metrics: Mapping[str, Any], config: TrackingConf
     from mlflow.tracking import MlflowClient
 
     now = int(time.time() * 1000)
-    numeric = [Metric(k, float(v), now, 0) for k, v in flatten(metrics).items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    MlflowClient(tracking_uri=config.uri).log_batch(run_id, metrics=numeric)
+    MlflowClient(tracking_uri=config.uri).log_batch(
+        run_id, metrics=[Metric(k, v, now, 0) for k, v in _numeric(metrics).items()])

@@ -137,7 +137,7 @@ class TrialRunner:
         from mmunlearn.evaluation.judge import build_judge
 
         self.params, self.method, self.name, self.budget = params, method, name, budget
-        self.parent_run_id, self.vanilla = parent_run_id, vanilla
+        self.parent_run_id = parent_run_id
         self.objectives = Objectives.from_config(params.tune)
         self.judge = build_judge(params.evaluation.judge) if self.objectives.judged else None
         self.split = load_split(params.paths.splits)
