@@ -1,6 +1,12 @@
 """Evaluation throughput: our `fast` protocol against the official protocol, same model, same questions.
 
     python benchmarks/eval_throughput.py [--model vanilla] [--sets forget,test] [--limit N] [--device cpu]
+    python benchmarks/eval_throughput.py --shape llava-1.5-7b --device cuda --limit 64
+
+`--shape llava-1.5-7b` times a model of LLaVA-1.5-7B's exact shape (CLIP ViT-L/14 at 336 px, 576 image
+tokens, a 32-layer 4096-wide Llama, 32k vocabulary) with random bf16 weights, built in place — nothing
+is downloaded; it reads the study's questions through the study tokenizer. Random weights rarely emit
+end-of-sequence, so both protocols then generate their full 50 tokens: the speed of the worst case.
 
 `official` runs as eval.py runs it: one question at a time, a few-shot demonstration (with its face
 for image questions) before multiple-choice and fill-in-the-blank questions, greedy decoding of up to
@@ -24,7 +30,12 @@ from mmunlearn.data.schema import Task
 from mmunlearn.data.splits import load_split
 from mmunlearn.evaluation.metrics import predicted_letter
 from mmunlearn.evaluation.official import OFFICIAL_MAX_NEW_TOKENS
-from mmunlearn.evaluation.run import EvaluationSettings, fast_outputs, official_outputs, questions_of
+from mmunlearn.evaluation.run import (
+    EvaluationSettings,
+    fast_outputs,
+    official_outputs,
+    questions_of,
+)
 from mmunlearn.models.loading import merge_adapter
 from mmunlearn.models.study import load_study_model
 
@@ -35,6 +46,56 @@ def _peak_memory_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+# Sizes of llava-hf/llava-1.5-7b-hf (its config.json), for timing without its weights.
+SHAPES = {
+    "llava-1.5-7b": {
+        "vision": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+                   "num_attention_heads": 16, "image_size": 336, "patch_size": 14, "projection_dim": 768},
+        "text": {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+                 "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32064,
+                 "max_position_embeddings": 4096},
+        "vision_feature_layer": -2,
+    },
+}
+
+
+def shaped_model(shape: str, study_processor, device: torch.device):
+    """(model, processor): random bf16 weights in ``shape``'s sizes, the study tokenizer, that shape's image size."""
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    sizes, tokenizer = SHAPES[shape], study_processor.tokenizer
+    side, patch = sizes["vision"]["image_size"], sizes["vision"]["patch_size"]
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side}),
+        tokenizer=tokenizer, patch_size=patch, vision_feature_select_strategy="default",
+        num_additional_image_tokens=1, chat_template=study_processor.chat_template)
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(**sizes["vision"]),
+        text_config=LlamaConfig(**sizes["text"], bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                pad_token_id=tokenizer.pad_token_id),
+        image_token_index=tokenizer.convert_tokens_to_ids(study_processor.image_token),
+        vision_feature_select_strategy="default", vision_feature_layer=sizes["vision_feature_layer"],
+        image_seq_length=(side // patch) ** 2)
+    torch.manual_seed(0)
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with device:
+            model = LlavaForConditionalGeneration(config)
+    finally:
+        torch.set_default_dtype(default_dtype)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model.eval(), processor
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
@@ -42,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sets", default="forget,test", help="comma-separated evaluated sets")
     parser.add_argument("--limit", type=int, default=0, help="at most this many questions (0: all)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--shape", help="time a random-weight model of this shape instead")
     args = parser.parse_args(argv)
 
     params = load_params(args.params)
@@ -51,7 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     questions = questions[:args.limit] if args.limit else questions
     device = torch.device(args.device)
     loaded = load_study_model(params, args.model)
-    model, processor = merge_adapter(loaded.model).to(device), loaded.processor  # as the evaluate stage does
+    if args.shape:
+        model, processor = shaped_model(args.shape, loaded.processor, device)
+        del loaded
+    else:
+        model, processor = merge_adapter(loaded.model).to(device), loaded.processor  # as the evaluate stage does
     settings = EvaluationSettings(params.evaluation.batch_size, OFFICIAL_MAX_NEW_TOKENS,
                                   demo_seed=params.evaluation.demo_seed)
     fast_outputs(model, processor, questions[:8], settings)  # warm-up (allocator, kernels), not timed
@@ -69,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     mcq = [i for i, q in enumerate(questions) if q.item.task is Task.MCQ]
     agree = sum(predicted_letter(outputs["fast"][i]) == outputs["official"][i] for i in mcq)
     fast_rate, official_rate = len(questions) / timings["fast"], len(questions) / timings["official"]
-    print(f"model {args.model} on {device} ({torch.get_num_threads()} threads), {len(questions)} questions "
+    print(f"model {args.shape or args.model} on {device} ({torch.get_num_threads()} threads), {len(questions)} questions "
           f"({len(mcq)} multiple choice) from {sorted(wanted)}")
     print(f"fast      {fast_rate:9.2f} questions/s  ({timings['fast']:.1f} s)")
     print(f"official  {official_rate:9.2f} questions/s  ({timings['official']:.1f} s)")
