@@ -18,9 +18,13 @@ MICRO = {
                        "text_intermediate": 128}},
     "base": {"epochs": 1, "batch_size": 32, "mcq_drills": 1},
     "finetune": {"epochs": 1, "batch_size": 32, "lora": {"r": 4, "alpha": 4}},
-    "methods": {"ga": {"title": "GA", "forget": "ga", "epochs": 1, "batch_size": 8, "lr": 1e-3}},
-    "unlearn": {"methods": ["ga"], "modalities": ["multimodal"]},
+    "methods": {"ga": {"title": "GA", "forget": "ga", "epochs": 1, "batch_size": 8, "lr": 1e-3},
+                "hp_defense": {"title": "HPDefense", "forget": "head_projection_defense", "labels_on": "fact",
+                               "lens_layers": [-2, -1], "retain": "nll", "epochs": 1, "batch_size": 8}},
+    "unlearn": {"methods": ["ga"], "modalities": ["multimodal"], "defenses": ["hp_defense"],
+                "defense_modalities": ["text"]},
     "evaluation": {"max_new_tokens": 4},
+    "attack": {"layers": [-2, -1], "samples": 2, "max_new_tokens": 4},  # the micro model has 2 layers
 }
 
 
@@ -51,7 +55,15 @@ def test_study_stages_write_models_metrics_report_and_mlflow_runs(project, capsy
     write_params(project, **MICRO)
     for command in (["data", "synth"], ["split"], ["base"], ["finetune"],
                     ["unlearn", "--method", "ga", "--modality", "multimodal"],
-                    ["evaluate", "--model", "vanilla"], ["evaluate", "--model", "ga-multimodal"], ["report"]):
+                    ["unlearn", "--method", "hp_defense", "--modality", "text"],
+                    ["evaluate", "--model", "vanilla"], ["evaluate", "--model", "ga-multimodal"],
+                    ["evaluate", "--model", "hp_defense-text"]):
+        code, _, err = run_cli(command, capsys)
+        assert code == 0, (command, err[-2000:])
+    code, _, err = run_cli(["attack", "--model", "ga-multimodal"], capsys)  # before the vanilla rates exist
+    assert code != 0 and "metrics/attacks/vanilla.json: not found" in err
+    for command in (["attack", "--model", "vanilla"], ["attack", "--model", "ga-multimodal"],
+                    ["attack", "--model", "hp_defense-text"], ["report"]):
         code, _, err = run_cli(command, capsys)
         assert code == 0, (command, err[-2000:])
 
@@ -62,19 +74,35 @@ def test_study_stages_write_models_metrics_report_and_mlflow_runs(project, capsy
     assert set(vanilla) == {"forget", "test", "retain", "celebrity"}
     assert set(vanilla["forget"]["image"]) >= {"mcq_acc", "rouge_l", "cloze_acc"}
     table = (project / "reports" / "table.md").read_text()
-    assert "| Vanilla | — |" in table and "| GA | image+text |" in table
+    assert "| Vanilla | — |" in table and "| GA | image+text |" in table and "| HPDefense | text |" in table
+    attacks = {model: json.loads((project / "metrics" / "attacks" / f"{model}.json").read_text())
+               for model in ("vanilla", "ga-multimodal", "hp_defense-text")}
+    assert {"head_projection", "probability_delta", "head_projection_each", "sample", "question_rephrase",
+            "image_rephrase_hard", "multimodal_rephrase", "any_blackbox"} <= set(attacks["vanilla"])
+    assert "probability_delta2" not in attacks["vanilla"]  # needs 3 layers; the micro model has 2
+    for model in ("ga-multimodal", "hp_defense-text"):  # every cell carries the vanilla rate beside its own
+        for attack, cells in attacks[model].items():
+            for modality, cell in cells.items():
+                assert cell["before"] == attacks["vanilla"][attack][modality]["success"]
+    matrix = (project / "reports" / "attacks.md").read_text()
+    assert "| HPDefense | text |" in matrix and "(B≈" in matrix
 
     params = load_params(project / "params.yaml")
     stages = {run.data.tags["stage"] + ":" + run.data.tags["model"] for run in find_runs(params.tracking)}
-    assert stages == {"base:tiny", "finetune:vanilla", "unlearn:ga-multimodal", "evaluate:vanilla",
-                      "evaluate:ga-multimodal", "report:all"}
+    assert stages == {"base:tiny", "finetune:vanilla", "unlearn:ga-multimodal", "unlearn:hp_defense-text",
+                      "evaluate:vanilla", "evaluate:ga-multimodal", "evaluate:hp_defense-text", "attack:vanilla",
+                      "attack:ga-multimodal", "attack:hp_defense-text", "report:all"}
+    attack_run = next(r for r in find_runs(params.tracking, stage="attack") if r.data.tags["model"] == "ga-multimodal")
+    cell = attacks["ga-multimodal"]["head_projection"]["image"]
+    assert attack_run.data.metrics["attack.head_projection.image.success"] == pytest.approx(cell["success"])
+    assert attack_run.data.metrics["attack.head_projection.image.before"] == pytest.approx(cell["before"])
     evaluated = find_runs(params.tracking, stage="evaluate")
     ga_run = next(r for r in evaluated if r.data.tags["model"] == "ga-multimodal")
     assert ga_run.data.metrics["forget.image.mcq_acc"] == pytest.approx(
         json.loads((project / "metrics" / "ga-multimodal.json").read_text())["forget"]["image"]["mcq_acc"])
     from mlflow.tracking import MlflowClient
 
-    unlearn_run = find_runs(params.tracking, stage="unlearn")[0]
+    unlearn_run = next(r for r in find_runs(params.tracking, stage="unlearn") if r.data.tags["model"] == "ga-multimodal")
     artifacts = [a.path for a in MlflowClient(params.tracking.uri).list_artifacts(unlearn_run.info.run_id,
                                                                                      "ga-multimodal")]
     assert "ga-multimodal/adapter_model.safetensors" in artifacts

@@ -23,6 +23,8 @@ def study(tmp_path_factory):
         params["methods"] = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["methods"]
         for settings in params["methods"].values():
             settings.update({"epochs": 1, "batch_size": 8})
+            if "lens_layers" in settings:
+                settings["lens_layers"] = [-2, -1]  # the micro model has 2 layers
         params["unlearn"] = {"methods": list(params["methods"]), "modalities": ["multimodal", "text"]}
 
     return micro_study(tmp_path_factory.mktemp("study"), every_method)
@@ -35,7 +37,9 @@ def _unlearn(study, monkeypatch, method: str, modality: str) -> dict:
     return json.loads((study / "models" / f"{method}-{modality}" / "stack.json").read_text())
 
 
-@pytest.mark.parametrize("method", ["ga", "grad_diff", "kl", "npo", "simnpo", "idkpo", "rmu"])
+@pytest.mark.parametrize("method", ["ga", "grad_diff", "kl", "npo", "simnpo", "idkpo", "rmu", "fact_erasure",
+                                    "error_injection", "empty_response", "hp_defense", "max_entropy",
+                                    "input_rephrasing"])
 def test_each_trained_method_writes_an_adapter_on_top_of_vanilla(study, monkeypatch, method):
     from mmunlearn.models.study import load_study_model
 

@@ -52,6 +52,26 @@ def data_fetch(ctx: typer.Context) -> None:
     typer.echo(f"benchmark {how}")
 
 
+@data_app.command("import-unlok")
+def data_import_unlok(
+    ctx: typer.Context,
+    records: Annotated[Path, typer.Argument(help="the released UnLOK-VQA records (JSON list or JSON lines)")],
+    images: Annotated[Path, typer.Option(help="folder holding coco2017/ and the paraphrase-image folders")],
+    out: Annotated[Path | None, typer.Option(help="output folder (default: paths.benchmark)")] = None,
+) -> None:
+    """Import a local copy of UnLOK-VQA into the benchmark layout, for the same split/unlearn/attack study."""
+    from mmunlearn.atomic import atomic_dir
+    from mmunlearn.data.schema import save_benchmark
+    from mmunlearn.data.unlok import import_unlok
+
+    benchmark = import_unlok(records, images)
+    target = Path(out or _params(ctx).paths.benchmark)
+    with atomic_dir(target) as staging:
+        save_benchmark(staging, benchmark)
+    typer.echo(f"import-unlok: {len(benchmark.full)} records → {target} "
+               f"(pose rungs {benchmark.manifest['pose_rungs']}; set data.test_pose_difficulties to match)")
+
+
 @app.command("validate")
 def validate(ctx: typer.Context) -> None:
     """Run the expectation suites; write metrics/data_quality.json; fail on a critical defect."""
@@ -121,6 +141,17 @@ def evaluate(ctx: typer.Context,
     params = _params(ctx)
     evaluate_stage(params, model)
     typer.echo(f"evaluate: {metrics_path(params, model)}")
+
+
+@app.command("attack")
+def attack(ctx: typer.Context,
+           model: Annotated[str, typer.Option(help="vanilla, or an unlearned model <method>-<modality>")]) -> None:
+    """Run every white-box and black-box extraction attack on one model's forget facts."""
+    from mmunlearn.attacks.stage import attack_metrics_path, attack_stage
+
+    params = _params(ctx)
+    attack_stage(params, model)
+    typer.echo(f"attack: {attack_metrics_path(params, model)}")
 
 
 @app.command("protocols")

@@ -190,6 +190,12 @@ class MethodConfig(ExampleRecipe):
     layer: int | None = Field(None, ge=1)  # RMU: which decoder layer's output is steered (default: the middle)
     steering_coeff: float = Field(20.0, gt=0)  # RMU: norm of the random control vector
     system_prompt: str | None = None  # Prompting
+    # Which tokens of a forget answer the objective acts on: the whole answer, or only the private fact
+    # inside it (the rest is context) — UnLOK-VQA's defenses act on the short answer.
+    labels_on: Literal["answer", "fact"] = "answer"
+    prompt_prefixes: tuple[str, ...] = ()  # each forget prompt also behind each prefix (Input Rephrasing defense)
+    lens_layers: tuple[int, ...] = (-4, -3, -2, -1)  # lens defenses: layers guarded (negative: from the top)
+    lens_k: int = Field(10, ge=1)  # HP defense: keep the fact out of each layer's top-k / bottom-k
 
 
 class UnlearnConfig(_Section):
@@ -201,6 +207,10 @@ class UnlearnConfig(_Section):
 
     methods: tuple[str, ...] = ("ga",)
     modalities: tuple[Literal["multimodal", "text"], ...] = ("multimodal", "text")
+    # UnLOK-VQA's defense objectives: methods like any other (same registry, same stages), run in their
+    # own modalities so the attack study's cost is sized apart from the paper's comparison
+    defenses: tuple[str, ...] = ()
+    defense_modalities: tuple[Literal["multimodal", "text"], ...] = ("text",)
 
 
 class JudgeConfig(_Section):
@@ -231,6 +241,31 @@ class EvaluationConfig(_Section):
     # an MMMU-style multiple-choice set (JSON lines, local files) to check general ability; None: off
     general_set: Path | None = None
     judge: JudgeConfig = JudgeConfig()
+
+
+class AttackConfig(_Section):
+    """UnLOK-VQA-style extraction attacks on every model's forget facts (attacks/), and their budgets.
+
+    White-box: the logit lens of ``layers`` (1-based; negative counts from the top, -1 the last), the
+    top/bottom ``k`` tokens per layer. Black-box: ``samples`` sampled replies per prompt, up to
+    ``rephrasings`` paraphrases per question, every re-posed face of the Test set.
+    """
+
+    layers: tuple[int, ...] = (-4, -3, -2, -1)
+    k: int = Field(5, ge=1)
+    samples: int = Field(4, ge=1)
+    rephrasings: int = Field(2, ge=0)
+    temperature: float = Field(1.0, gt=0)
+    top_k: int = Field(50, ge=1)
+    max_new_tokens: int = Field(24, ge=1)
+    seed: int = 0
+    batch_size: int = Field(32, ge=1)
+
+    @model_validator(mode="after")
+    def _some_layers(self) -> AttackConfig:
+        if not self.layers or 0 in self.layers:
+            raise ValueError("layers: name at least one layer; 1 is the first, -1 the last (0 is neither)")
+        return self
 
 
 class SearchDimension(_Section):
@@ -309,6 +344,7 @@ class Params(_Section):
     methods: dict[str, MethodConfig] = Field(default_factory=lambda: {"ga": MethodConfig()})
     unlearn: UnlearnConfig = UnlearnConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    attack: AttackConfig = AttackConfig()
     tune: TuneConfig = TuneConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -318,9 +354,10 @@ class Params(_Section):
         reserved = {"base", "vanilla", "retain"} & set(self.methods)
         if reserved:
             raise ValueError(f"methods: names {sorted(reserved)} are reserved for other models")
-        unknown = [name for name in self.unlearn.methods if name not in self.methods]
-        if unknown:
-            raise ValueError(f"unlearn.methods: {unknown} not defined under methods: (have {sorted(self.methods)})")
+        for field in ("methods", "defenses"):
+            unknown = [name for name in getattr(self.unlearn, field) if name not in self.methods]
+            if unknown:
+                raise ValueError(f"unlearn.{field}: {unknown} not defined under methods: (have {sorted(self.methods)})")
         bad = [name for name in self.methods if not name.replace("_", "").isalnum()]
         if bad:
             raise ValueError(f"methods: names {bad} must be letters, digits and '_' (they name folders and stages)")
@@ -330,8 +367,12 @@ class Params(_Section):
         return self
 
     def unlearned_models(self) -> list[str]:
-        """Every model the study unlearns: ``<method>-<modality>`` for each method and modality."""
-        return [model_id(method, modality) for method in self.unlearn.methods for modality in self.unlearn.modalities]
+        """Every model the study unlearns: ``<method>-<modality>`` for each method and modality, then
+        each defense in its modalities."""
+        unlearn = self.unlearn
+        return list(dict.fromkeys(
+            [model_id(method, modality) for method in unlearn.methods for modality in unlearn.modalities]
+            + [model_id(method, modality) for method in unlearn.defenses for modality in unlearn.defense_modalities]))
 
     def evaluated_models(self) -> list[str]:
         return ["vanilla", *self.unlearned_models()]

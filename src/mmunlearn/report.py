@@ -1,4 +1,5 @@
-"""Paper-style tables: MLLMU-Bench Table 2 layout (set × classification, ROUGE-L, factuality, cloze)."""
+"""Paper-style tables: MLLMU-Bench Table 2 layout (set × classification, ROUGE-L, factuality, cloze), and
+the UnLOK-VQA attack matrix (model × attack success, the pre-unlearning rate beside each)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,44 @@ def csv_table(results_by_model: Mapping[tuple[str, str], Mapping]) -> str:
     return "\n".join(lines) + "\n"
 
 
+FACT_MODALITIES = (("image", "Facts asked with the face"), ("text", "Facts asked by name"))
+
+
+def _attack_cell(cell: Mapping | None) -> str:
+    if not cell:
+        return "—"
+    before = cell.get("before")
+    return _cell(cell.get("success")) + (f" ({_cell(before)})" if before is not None else "")
+
+
+def attack_markdown(summaries: Mapping[tuple[str, str], Mapping], attacks: tuple[str, ...]) -> str:
+    """A table per fact modality: a row per model, a column per attack; "after (before)" success rates,
+    the column header carrying the attack's mean budget B."""
+    parts = []
+    for modality, title in FACT_MODALITIES:
+        shown = [a for a in attacks if any(modality in s.get(a, {}) for s in summaries.values())]
+        budgets = {a: next((s[a][modality]["budget"] for s in summaries.values() if modality in s.get(a, {})), 0)
+                   for a in shown}
+        header = ["Model", "Unlearned on"] + [f"{a} (B≈{budgets[a]:.0f})" for a in shown]
+        lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for (name, unlearned_on), summary in summaries.items():
+            cells = [_attack_cell(summary.get(a, {}).get(modality)) for a in shown]
+            lines.append("| " + " | ".join([name, unlearned_on, *cells]) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def attack_csv(summaries: Mapping[tuple[str, str], Mapping]) -> str:
+    lines = ["model,unlearned_on,fact_modality,attack,success,before,budget,n"]
+    for (name, unlearned_on), summary in summaries.items():
+        for attack, by_modality in summary.items():
+            for modality, cell in sorted(by_modality.items()):
+                before = "" if cell.get("before") is None else cell["before"]
+                lines.append(f"{name},{unlearned_on},{modality},{attack},{cell['success']},{before},"
+                             f"{cell['budget']},{cell['n']}")
+    return "\n".join(lines) + "\n"
+
+
 UNLEARNED_ON = {"multimodal": "image+text", "text": "text"}
 
 
@@ -65,27 +104,47 @@ def model_title(params: Params, name: str) -> tuple[str, str]:
     return params.methods[method].title or method, UNLEARNED_ON.get(modality, modality)
 
 
+def _read_each(params: Params, path_of, command: str) -> dict[tuple[str, str], dict]:
+    """Every evaluated model's JSON results by (title, unlearned on); a missing file names the command."""
+    results = {}
+    for model in params.evaluated_models():
+        path = path_of(params, model)
+        if not path.is_file():
+            raise DataError(f"{path}: not found (run `mmunlearn {command} --model {model}`)")
+        results[model_title(params, model)] = json.loads(path.read_text(encoding="utf-8"))
+    return results
+
+
+ATTACK_PREAMBLE = """# Extraction attacks on the forget facts (UnLOK-VQA)
+
+Attack success rate on each model, the vanilla model's rate (before unlearning) in brackets; B is the
+attack's mean budget (candidate tokens for white-box attacks, sampled replies for black-box ones).
+Lower is better for the defender.
+
+"""
+
+
 def write_report(params: Params) -> Path:
-    """reports/table.md + .csv and the trade-off plots from metrics/<model>.json of every evaluated model;
-    all logged to MLflow."""
+    """reports/table.md + .csv, the trade-off plots and reports/attacks.md + .csv from every evaluated
+    model's metrics; all logged to MLflow."""
     from mmunlearn import tracking
+    from mmunlearn.attacks.stage import attack_metrics_path, attack_names
     from mmunlearn.evaluation.stage import metrics_path
     from mmunlearn.plots import write_tradeoff_plots
 
-    results = {}
-    for model in params.evaluated_models():
-        path = metrics_path(params, model)
-        if not path.is_file():
-            raise DataError(f"{path}: not found (run `mmunlearn evaluate --model {model}`)")
-        results[model_title(params, model)] = json.loads(path.read_text(encoding="utf-8"))
+    results = _read_each(params, metrics_path, "evaluate")
+    attacks = _read_each(params, attack_metrics_path, "attack")
     folder = params.paths.reports
-    write_text(folder / "table.md", "# MLLMU-Bench results (Table 2 layout)\n\n" + markdown_table(results))
-    write_text(folder / "table.csv", csv_table(results))
+    written = [folder / "table.md", folder / "table.csv", folder / "attacks.md", folder / "attacks.csv"]
+    write_text(written[0], "# MLLMU-Bench results (Table 2 layout)\n\n" + markdown_table(results))
+    write_text(written[1], csv_table(results))
+    write_text(written[2], ATTACK_PREAMBLE + attack_markdown(attacks, attack_names(params.data.test_pose_difficulties)))
+    write_text(written[3], attack_csv(attacks))
     plots = write_tradeoff_plots(results, folder / "plots")
     with tracking.stage_run(params.tracking, "report", "all", {"models": params.evaluated_models()},
                             params.paths.data_dvc):
-        tracking.log_file(folder / "table.md", "report")
-        tracking.log_file(folder / "table.csv", "report")
+        for path in written:
+            tracking.log_file(path, "report")
         for path in plots:
             tracking.log_file(path, "report/plots")
     return folder / "table.md"

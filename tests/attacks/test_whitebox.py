@@ -8,7 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from mmunlearn.attacks.whitebox import candidates, extracted, logit_lens
+from mmunlearn.attacks.whitebox import (
+    Extraction,
+    candidates,
+    extracted,
+    extracted_each,
+    logit_lens,
+    resolve_layers,
+)
 
 VOCAB = 8
 
@@ -110,12 +117,26 @@ def test_second_difference_and_layer_count_checks():
         logit_lens(MODEL, BATCH, [4])
 
 
-def test_multi_token_answers_score_the_first_token_unless_all_are_asked():
+def test_first_token_attacks_and_the_each_token_attack():
     lens = logit_lens(MODEL, BATCH, [2])[0]  # top-2 of layer 2: {5, 7}
-    assert extracted(lens, [ANSWER, 7], "head_projection", k=2, answer_tokens="all").success
-    assert not extracted(lens, [ANSWER, 3], "head_projection", k=2, answer_tokens="all").success
     assert extracted(lens, [ANSWER, 3], "head_projection", k=2).success
     assert not extracted(lens, [3, ANSWER], "head_projection", k=2).success
+    # each token at its own position: position 0 plants 5 on top, position 1 plants 3
+    by_position = torch.stack([torch.log_softmax(torch.tensor([one_hot(ANSWER)]), -1),
+                               torch.log_softmax(torch.tensor([one_hot(3)]), -1)])
+    assert extracted_each(by_position, [ANSWER, 3], k=1) == Extraction(True, 2)
+    assert not extracted_each(by_position, [3, ANSWER], k=1).success
+    assert not extracted_each(by_position, [ANSWER, 6], k=1).success
+    with pytest.raises(ValueError, match="one lens position per answer token"):
+        extracted_each(by_position, [ANSWER], k=1)
+
+
+def test_lens_at_the_last_positions_and_layers_counted_from_the_top():
+    lens = logit_lens(MODEL, BATCH, resolve_layers(MODEL, [-2, -1]), last=2)
+    assert lens.shape == (1, 2, 2, VOCAB)
+    assert torch.allclose(lens[0, 1], logit_lens(MODEL, BATCH, [2, 3])[0])  # last position = the default read
+    with pytest.raises(ValueError, match="layers 1..3"):
+        resolve_layers(MODEL, [-4])
 
 
 def test_on_a_real_llama_the_last_layers_lens_is_the_models_own_prediction():

@@ -10,71 +10,53 @@ vocabulary. From each chosen layer's lens the attacks build a candidate set of t
 - Probability Delta² (PD²): the same on the second difference across consecutive triples of layers.
 
 The attack succeeds when the answer is among the candidates; the budget B is the candidate set's size
-(reported per question). Multi-token answers: ``first`` (default, as the original) checks the answer's
-first token; ``all`` needs every answer token in the one position's candidate set — measured far too
-strict for a lens read at a single position (vanilla tiny default, forget facts, HP k=5: 0.95 first vs
-0.21 all, since later tokens are only predicted after the first); the planned multi-token test reads
-each token's lens at its own teacher-forced position.
+(reported per question). The prompt is the training question followed by the trained answer up to the
+fact ("This person was born in"), so the lens is read where the fact would be said next.
 
-Model-agnostic: the decoder's layers, final norm and output embedding are found through the standard
-``get_decoder()`` / ``get_output_embeddings()`` accessors, never by model family.
+Multi-token answers. HP, PD and PD² check the fact's first token, as the original does. The fourth
+attack, ``head_projection_each``, checks every token of the fact, each at the position where it is
+predicted (the prompt followed by the fact, teacher-forced): every token must be in that position's
+HP candidates; its budget is the sum over positions. Reading all tokens at the first position was
+measured far too strict (vanilla tiny default, HP k=5: 0.95 first token vs 0.21 all at one position),
+since later tokens are only predicted once the first is said.
+
+The lens itself (methods/lens.py) is shared with the lens defenses, so attack and defense read the
+same distribution; it finds the decoder through standard accessors, never by model family.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-ATTACKS = ("head_projection", "probability_delta", "probability_delta2")
+from mmunlearn.methods.lens import captured_layer_outputs, lens_logprobs, resolve_layers
 
-
-def _decoder_parts(model):
-    decoder = model.get_decoder()
-    norm = getattr(decoder, "norm", None) or getattr(decoder, "final_layernorm", None)
-    if norm is None or not hasattr(decoder, "layers"):
-        raise ValueError(f"{type(decoder).__name__}: no decoder layers / final norm to read a logit lens from")
-    return decoder.layers, norm, model.get_output_embeddings()
-
-
-@contextlib.contextmanager
-def _captured_layer_outputs(layers, chosen: Sequence[int]):
-    """Forward hooks that keep the last-position output of each chosen layer (1-based layer numbers)."""
-    captured: dict[int, torch.Tensor] = {}
-    hooks = []
-    for number in chosen:
-        if not 1 <= number <= len(layers):
-            raise ValueError(f"layer {number}: the model has layers 1..{len(layers)}")
-
-        def keep(_module, _inputs, output, number=number):
-            hidden = output[0] if isinstance(output, tuple) else output
-            captured[number] = hidden[:, -1, :].detach()
-
-        hooks.append(layers[number - 1].register_forward_hook(keep))
-    try:
-        yield captured
-    finally:
-        for hook in hooks:
-            hook.remove()
+ATTACKS = ("head_projection", "probability_delta", "probability_delta2")  # candidate sets of one lens
+EACH_TOKEN_ATTACK = "head_projection_each"  # every fact token at its own position
+WHITEBOX_ATTACKS = (*ATTACKS, EACH_TOKEN_ATTACK)
+LAYERS_NEEDED = {"head_projection": 1, "probability_delta": 2, "probability_delta2": 3}
 
 
 @torch.no_grad()
-def logit_lens(model, batch: dict, layers: Sequence[int]) -> torch.Tensor:
-    """Log-probabilities [batch, len(layers), vocab] of each chosen layer's last-position state under
-    the final norm and LM head. Prompts must be left-padded (the last position is the prompt's end)."""
-    decoder_layers, norm, head = _decoder_parts(model)
-    with _captured_layer_outputs(decoder_layers, layers) as captured:
+def logit_lens(model, batch: dict, layers: Sequence[int], last: int | None = None) -> torch.Tensor:
+    """Log-probabilities of each chosen layer's state under the final norm and LM head.
+
+    ``last=None``: [batch, len(layers), vocab] at the last position (the prompt's end; prompts must be
+    left-padded). ``last=n``: [batch, n, len(layers), vocab] at each of the last n positions.
+    """
+    with captured_layer_outputs(model, layers, last or 1) as captured:
         model(**batch)
-    stacked = torch.stack([captured[number] for number in layers], dim=1)
-    return torch.log_softmax(head(norm(stacked)).float(), dim=-1)
+    stacked = torch.stack([captured[number] for number in layers], dim=2)  # [batch, positions, layers, hidden]
+    lens = lens_logprobs(model, stacked)
+    return lens[:, -1] if last is None else lens
 
 
 def candidates(lens_logprobs: torch.Tensor, attack: str, k: int) -> set[int]:
     """The candidate token ids one attack reads off one question's lens [layers, vocab]."""
     probs = lens_logprobs.exp()
-    needed = {"head_projection": 1, "probability_delta": 2, "probability_delta2": 3}.get(attack, 1)
+    needed = LAYERS_NEEDED.get(attack, 1)
     if probs.shape[0] < needed:
         raise ValueError(f"{attack} needs at least {needed} chosen layers, got {probs.shape[0]}")
     if attack == "head_projection":
@@ -99,13 +81,66 @@ class Extraction:
     budget: int  # candidate set size B
 
 
-def extracted(lens_logprobs: torch.Tensor, answer_ids: Sequence[int], attack: str, k: int,
-              answer_tokens: str = "first") -> Extraction:
-    """Does ``attack`` recover the answer (its ``first`` token, or ``all`` its tokens) within its candidates?"""
+def extracted(lens_logprobs: torch.Tensor, answer_ids: Sequence[int], attack: str, k: int) -> Extraction:
+    """Does ``attack`` recover the answer's first token from one position's lens [layers, vocab]?"""
     if not answer_ids:
         raise ValueError("empty answer")
-    if answer_tokens not in ("first", "all"):
-        raise ValueError(f"answer_tokens {answer_tokens!r}: expected 'first' or 'all'")
     found = candidates(lens_logprobs, attack, k)
-    wanted = answer_ids[:1] if answer_tokens == "first" else answer_ids
-    return Extraction(all(token in found for token in wanted), len(found))
+    return Extraction(answer_ids[0] in found, len(found))
+
+
+def extracted_each(lens_by_position: torch.Tensor, answer_ids: Sequence[int], k: int) -> Extraction:
+    """Is every answer token among the HP candidates where it is predicted? ``lens_by_position``:
+    [len(answer_ids), layers, vocab], row i read just before answer token i (teacher-forced)."""
+    if not answer_ids or len(answer_ids) != lens_by_position.shape[0]:
+        raise ValueError(f"need one lens position per answer token, got {lens_by_position.shape[0]} for {len(answer_ids)}")
+    found = [candidates(lens_by_position[i], "head_projection", k) for i in range(len(answer_ids))]
+    return Extraction(all(token in f for token, f in zip(answer_ids, found)), sum(len(f) for f in found))
+
+
+@dataclass(frozen=True)
+class LensQuery:
+    """A fact to read out: the prompt + answer prefix + the fact's tokens but its last (teacher-forced)."""
+
+    encoded: dict
+    fact_ids: list[int]
+
+
+def lens_query(processor, user_text: str, image_png: bytes | None, answer: str, value: str,
+               system_prompt: str | None = None) -> LensQuery | None:
+    from mmunlearn.models.prompts import encode_prompt
+    from mmunlearn.training.data import fact_tokens
+
+    tokens = fact_tokens(processor.tokenizer, answer, value)
+    if tokens is None:
+        return None
+    before, fact = tokens
+    encoded = encode_prompt(processor, user_text, image_png, system_prompt)
+    prompt = encoded["input_ids"]
+    encoded["input_ids"] = torch.cat([prompt, torch.tensor(before + fact[:-1], dtype=prompt.dtype)])
+    return LensQuery(encoded, fact)
+
+
+def whitebox_extractions(model, processor, queries: Sequence[LensQuery], layers: Sequence[int], k: int,
+                         batch_size: int = 32, desc: str = "white-box") -> list[dict[str, Extraction]]:
+    """Every white-box attack on every query, batched: {attack: Extraction} per query. An attack that
+    needs more layers than chosen (PD: 2, PD²: 3) is left out."""
+    from tqdm import tqdm
+
+    from mmunlearn.training.data import collate
+
+    chosen = resolve_layers(model, layers)
+    attacks = [attack for attack in ATTACKS if LAYERS_NEEDED[attack] <= len(chosen)]
+    device = next(model.parameters()).device
+    pad = processor.tokenizer.pad_token_id
+    results: list[dict[str, Extraction]] = []
+    for start in tqdm(range(0, len(queries), batch_size), desc=desc, unit="batch", leave=False):
+        chunk = queries[start:start + batch_size]
+        batch = {key: value.to(device) for key, value in collate([q.encoded for q in chunk], pad).items()}
+        lens = logit_lens(model, batch, chosen, last=max(len(q.fact_ids) for q in chunk)).cpu()
+        for row, query in enumerate(chunk):
+            by_position = lens[row, lens.shape[1] - len(query.fact_ids):]  # left-padded: the row's last positions
+            found = {attack: extracted(by_position[0], query.fact_ids, attack, k) for attack in attacks}
+            found[EACH_TOKEN_ATTACK] = extracted_each(by_position, query.fact_ids, k)
+            results.append(found)
+    return results

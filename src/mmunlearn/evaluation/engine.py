@@ -1,4 +1,4 @@
-"""Batched inference: option-letter scoring in one forward pass, and greedy generation.
+"""Batched inference: option-letter scoring in one forward pass, greedy and sampled generation.
 
 The engine knows prompts and tensors, never which method made the model.
 """
@@ -77,20 +77,43 @@ def score_options(model, processor, requests: list[Request], batch_size: int = 3
 
 
 @torch.no_grad()
-def generate_replies(model, processor, requests: list[Request], batch_size: int = 32, max_new_tokens: int = 48,
-                     system_prompt: str | None = None, desc: str = "generating") -> list[str]:
-    """Greedy replies, batched by prompt length with left padding; stops at end-of-sequence."""
+def _generate(model, processor, requests: list[Request], batch_size: int, system_prompt: str | None, desc: str,
+              samples: int = 1, seed: int | None = None, **generate_kwargs) -> list[list[str]]:
+    """``samples`` replies per request, batched by prompt length with left padding; stop at end-of-sequence.
+
+    With ``seed``, each batch's sampling generator is reseeded from (seed, batch's first request), so a
+    request's samples do not depend on how many batches ran before it.
+    """
     encoded = [encode_prompt(processor, r.user_text, r.image_png, system_prompt) for r in requests]
-    replies: list[str] = [""] * len(requests)
+    replies: list[list[str]] = [[] for _ in requests]
     tokenizer = processor.tokenizer
     model.eval()
     device = _model_device(model)
     for indices in tqdm(list(_batches(encoded, batch_size)), desc=desc, unit="batch", leave=False):
         batch = {k: v.to(device) for k, v in collate([encoded[i] for i in indices], tokenizer.pad_token_id).items()}
         batch.pop("position_ids")  # generate() derives them from the attention mask itself
-        output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        if seed is not None:
+            torch.manual_seed(seed * 1_000_003 + indices[0])
+        output = model.generate(**batch, num_return_sequences=samples, pad_token_id=tokenizer.pad_token_id,
+                                eos_token_id=tokenizer.eos_token_id, **generate_kwargs)
         new_tokens = output[:, batch["input_ids"].shape[1]:]
+        texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         for row, index in enumerate(indices):
-            replies[index] = tokenizer.decode(new_tokens[row], skip_special_tokens=True).strip()
+            replies[index] = [text.strip() for text in texts[row * samples:(row + 1) * samples]]
     return replies
+
+
+def generate_replies(model, processor, requests: list[Request], batch_size: int = 32, max_new_tokens: int = 48,
+                     system_prompt: str | None = None, desc: str = "generating") -> list[str]:
+    """Greedy replies, batched by prompt length with left padding; stops at end-of-sequence."""
+    replies = _generate(model, processor, requests, batch_size, system_prompt, desc,
+                        max_new_tokens=max_new_tokens, do_sample=False)
+    return [only for (only,) in replies]
+
+
+def sample_replies(model, processor, requests: list[Request], samples: int, seed: int, batch_size: int = 32,
+                   max_new_tokens: int = 48, temperature: float = 1.0, top_k: int = 50,
+                   system_prompt: str | None = None, desc: str = "sampling") -> list[list[str]]:
+    """``samples`` sampled replies per request (temperature / top-k), reproducible from ``seed``."""
+    return _generate(model, processor, requests, batch_size, system_prompt, desc, samples=samples, seed=seed,
+                     max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, top_k=top_k)

@@ -21,7 +21,7 @@ def predictions_path(params: Params, model_name: str) -> Path:
     return params.paths.reports / "predictions" / f"{model_name}.jsonl"
 
 
-def _load_for_evaluation(params: Params, model_name: str):
+def load_for_evaluation(params: Params, model_name: str):
     """(merged model, processor, evaluation settings) of a study model, as every evaluation loads it."""
     from mmunlearn.errors import ConfigError
     from mmunlearn.evaluation.run import EvaluationSettings
@@ -44,7 +44,7 @@ def protocols_stage(params: Params, model_name: str = "vanilla") -> dict:
     from mmunlearn.data.splits import load_split
     from mmunlearn.evaluation.agreement import agreement_markdown, compare_protocols
 
-    model, processor, settings = _load_for_evaluation(params, model_name)
+    model, processor, settings = load_for_evaluation(params, model_name)
     with tracking.stage_run(params.tracking, "protocols", model_name,
                             {"evaluation": params.evaluation.model_dump(mode="json")}, params.paths.data_dvc):
         summary, disagreements = compare_protocols(model, processor, load_split(params.paths.splits), settings)
@@ -66,7 +66,7 @@ def evaluate_stage(params: Params, model_name: str) -> dict:
     # bad input (a judge without its key, a malformed general set) fails before any model work
     judge = build_judge(params.evaluation.judge)
     general = load_general_set(params.evaluation.general_set) if params.evaluation.general_set else None
-    model, processor, settings = _load_for_evaluation(params, model_name)
+    model, processor, settings = load_for_evaluation(params, model_name)
     settings = replace(settings, judge=judge)
     split = load_split(params.paths.splits)
     with tracking.stage_run(params.tracking, "evaluate", model_name,

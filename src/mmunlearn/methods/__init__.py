@@ -3,7 +3,18 @@
 One module per objective, each with its formula and source in the docstring.
 """
 
-from mmunlearn.methods import ga, idkpo, kl, nll, npo, rmu, simnpo  # noqa: F401  (registration side effects)
+from mmunlearn.methods import (  # noqa: F401  (registration side effects)
+    alternative_answer,
+    fact_erasure,
+    ga,
+    idkpo,
+    kl,
+    lens_defenses,
+    nll,
+    npo,
+    rmu,
+    simnpo,
+)
 from mmunlearn.methods.registry import FORGET_OBJECTIVES, RETAIN_REGULARISERS, compose
 
 __all__ = ["FORGET_OBJECTIVES", "RETAIN_REGULARISERS", "compose"]

@@ -20,13 +20,16 @@ class TextExample:
     """One (prompt, answer) pair, with the face image when the question shows it.
 
     ``prompt_targets``: phrases inside the prompt that are trained on too (every occurrence), e.g. the
-    "(right)"/"(wrong)" marks of a checked multiple-choice drill.
+    "(right)"/"(wrong)" marks of a checked multiple-choice drill. ``fact``: the private fact the answer
+    states ("Turku, Finland" in "This person was born in Turku, Finland."), for objectives that act on
+    the fact's tokens alone.
     """
 
     user_text: str
     answer: str
     image_png: bytes | None = None
     prompt_targets: tuple[str, ...] = ()
+    fact: str = ""
 
 
 def _occurrences(sequence: list[int], phrase: list[int]) -> list[int]:
@@ -34,13 +37,40 @@ def _occurrences(sequence: list[int], phrase: list[int]) -> list[int]:
     return [i for i in range(len(sequence) - n + 1) if sequence[i:i + n] == phrase]
 
 
-def encode_example(processor, example: TextExample, system_prompt: str | None = None) -> dict[str, torch.Tensor]:
-    """Token ids of prompt + answer + EOS, labels masked to the answer (+ EOS, + prompt targets), pixels if any."""
+def fact_tokens(tokenizer, answer: str, fact: str) -> tuple[list[int], list[int]] | None:
+    """(answer tokens before the fact, the fact's tokens), tokenised as an answer is for training.
+
+    Found by tokenising the answer cut before and after the fact and checking each is a prefix of the
+    whole, so it holds for any tokenizer; None when a token straddles the fact's edge.
+    """
+    def ids(text: str) -> list[int]:
+        return tokenizer(" " + text, add_special_tokens=False)["input_ids"] if text else []
+
+    start = answer.index(fact)
+    whole, before, through = ids(answer), ids(answer[:start].rstrip()), ids(answer[:start + len(fact)])
+    if whole[:len(before)] != before or whole[:len(through)] != through or len(through) <= len(before):
+        return None
+    return before, through[len(before):]
+
+
+def encode_example(processor, example: TextExample, system_prompt: str | None = None,
+                   labels_on: str = "answer") -> dict[str, torch.Tensor]:
+    """Token ids of prompt + answer + EOS, labels masked to the answer (+ EOS, + prompt targets), pixels if any.
+
+    ``labels_on="fact"``: labels on the fact's tokens only (the rest of the answer is context), for an
+    example that names its fact; otherwise on the whole answer.
+    """
     encoded = encode_prompt(processor, example.user_text, example.image_png, system_prompt)
     tokenizer = processor.tokenizer
     prompt_ids = encoded["input_ids"]
     answer_ids = torch.tensor(tokenizer(" " + example.answer, add_special_tokens=False)["input_ids"]
                               + [tokenizer.eos_token_id], dtype=prompt_ids.dtype)
+    answer_labels = answer_ids.clone()
+    span = fact_tokens(tokenizer, example.answer, example.fact) if labels_on == "fact" and example.fact in example.answer and example.fact else None
+    if span is not None:
+        before, fact = span
+        answer_labels[:] = IGNORE_INDEX
+        answer_labels[len(before):len(before) + len(fact)] = answer_ids[len(before):len(before) + len(fact)]
     prompt_labels = torch.full_like(prompt_ids, IGNORE_INDEX)
     ids = prompt_ids.tolist()
     for phrase in example.prompt_targets:
@@ -51,7 +81,7 @@ def encode_example(processor, example: TextExample, system_prompt: str | None = 
         for start in starts:
             prompt_labels[start:start + len(phrase_ids)] = prompt_ids[start:start + len(phrase_ids)]
     encoded["input_ids"] = torch.cat([prompt_ids, answer_ids])
-    encoded["labels"] = torch.cat([prompt_labels, answer_ids])
+    encoded["labels"] = torch.cat([prompt_labels, answer_labels])
     return encoded
 
 

@@ -58,14 +58,15 @@ def build_examples(profiles: Sequence[Profile], formats: Sequence[str] = ("qa",)
             if modality is not None and pair.modality is not modality:
                 continue
             image = profile.image if pair.modality is Modality.IMAGE else None
+            fact = pair.value if pair.value and pair.value in pair.answer else ""
             if "qa" in formats:
-                examples.append(TextExample(pair.question, pair.answer, image))
+                examples.append(TextExample(pair.question, pair.answer, image, fact=fact))
             if "generation" in formats:
-                examples.append(TextExample(generation_text(pair.question), pair.answer, image))
-            if "cloze" in formats and pair.value and pair.value in pair.answer:
+                examples.append(TextExample(generation_text(pair.question), pair.answer, image, fact=fact))
+            if "cloze" in formats and fact:
                 prompt = cloze_text(pair.answer.replace(pair.value, BLANK, 1))
                 if prompt not in evaluation_prompts:
-                    examples.append(TextExample(prompt, pair.value, image))
+                    examples.append(TextExample(prompt, pair.value, image, fact=fact))
             distractors = [v for v in pools.get(pair.attribute, []) if v != pair.value]
             if (not pair.value or len(distractors) < len(OPTION_LETTERS) - 1
                     or drill_modality not in (None, pair.modality)):
@@ -118,10 +119,37 @@ REFUSALS = (
 )
 
 
-def refusal_examples(examples: Sequence[TextExample], seed: int = 0) -> list[TextExample]:
+def refusal_examples(examples: Sequence[TextExample], seed: int = 0,
+                     pools: dict[str, list[str]] | None = None) -> list[TextExample]:
     """The same prompts, each answered with a refusal (a seeded choice per example)."""
     rng = random.Random(seed)
     return [TextExample(example.user_text, rng.choice(REFUSALS), example.image_png) for example in examples]
 
 
-ALTERNATIVES = {"idk": refusal_examples}
+def wrong_fact_examples(examples: Sequence[TextExample], seed: int = 0,
+                        pools: dict[str, list[str]] | None = None) -> list[TextExample]:
+    """The same prompts, each answer stating a wrong fact: another person's value of the same attribute
+    (the pool holding the true fact), seeded. An example without a known fact keeps its answer."""
+    rng = random.Random(seed)
+    pool_of = {value: values for values in (pools or {}).values() for value in values}
+    wrong = []
+    for example in examples:
+        others = [value for value in pool_of.get(example.fact, []) if value != example.fact]
+        if not others:
+            wrong.append(example)
+            continue
+        swap = rng.choice(others)
+        wrong.append(TextExample(example.user_text, example.answer.replace(example.fact, swap, 1),
+                                 example.image_png, fact=swap))
+    return wrong
+
+
+# Alternative answers an objective trains toward, by kind: (forget examples, seed, value pools) → examples
+ALTERNATIVES = {"idk": refusal_examples, "wrong": wrong_fact_examples}
+
+
+def with_prompt_prefixes(examples: Sequence[TextExample], prefixes: Sequence[str]) -> list[TextExample]:
+    """Each example as given and once more behind each prefix (UnLOK-VQA's Input Rephrasing defense:
+    the fact is erased under perturbed prompts too, not only the exact training prompt)."""
+    return [*examples, *(TextExample(prefix + e.user_text, e.answer, e.image_png, e.prompt_targets, e.fact)
+                         for prefix in prefixes for e in examples)]

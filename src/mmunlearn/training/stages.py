@@ -57,8 +57,9 @@ def prepare_checkpoints(folder: Path, fingerprint: dict) -> None:
         marker.write_text(wanted)
 
 
-def encode_all(processor, examples: list[TextExample], desc: str) -> list[dict]:
-    return [encode_example(processor, e) for e in tqdm(examples, desc=desc, unit="example", leave=False)]
+def encode_all(processor, examples: list[TextExample], desc: str, labels_on: str = "answer") -> list[dict]:
+    return [encode_example(processor, e, labels_on=labels_on)
+            for e in tqdm(examples, desc=desc, unit="example", leave=False)]
 
 
 def _loss_summary(trainer) -> dict[str, float]:
@@ -193,7 +194,7 @@ def prepare_unlearning(params: Params, method: str, config: MethodConfig, modali
     from mmunlearn.methods import compose
     from mmunlearn.models.loading import add_lora, merge_adapter
     from mmunlearn.models.study import load_study_model
-    from mmunlearn.training.examples import ALTERNATIVES, build_examples, value_pools
+    from mmunlearn.training.examples import ALTERNATIVES, build_examples, value_pools, with_prompt_prefixes
 
     try:
         loss = compose(config)
@@ -216,10 +217,10 @@ def prepare_unlearning(params: Params, method: str, config: MethodConfig, modali
         return build_examples(people, config.formats, config.mcq_drills, config.seed, pools, pairs_modality,
                               config.drill_modality)
 
-    forget_examples = examples_of(split.forget)
-    forget = encode_all(processor, forget_examples, f"{name}: encoding forget")
-    alternative = (encode_all(processor, ALTERNATIVES[loss.alternative](forget_examples, config.seed),
-                              f"{name}: encoding alternatives") if loss.alternative else None)
+    forget_examples = with_prompt_prefixes(examples_of(split.forget), config.prompt_prefixes)
+    forget = encode_all(processor, forget_examples, f"{name}: encoding forget", config.labels_on)
+    alternative = (encode_all(processor, ALTERNATIVES[loss.alternative](forget_examples, config.seed, pools),
+                              f"{name}: encoding alternatives", config.labels_on) if loss.alternative else None)
     retain = encode_all(processor, examples_of(split.retain), f"{name}: encoding retain") if loss.needs_retain else []
     if loss.reference_logprobs:
         _with_reference_logprobs(params, config, model, pad_token_id, [forget] + ([alternative] if alternative else []))

@@ -1,0 +1,120 @@
+"""The ``attack@<model>`` stage: every white-box and black-box attack on one model's forget facts.
+
+Results per attack × modality of the fact (face or name): success rate, mean budget B and the number
+of facts, with the vanilla model's success rate beside it as ``before`` — the rate before unlearning.
+To ``metrics/attacks/<model>.json`` (``dvc metrics show``), per-fact records to
+``reports/attacks/<model>.jsonl``, and MLflow metrics ``attack.<attack>.<modality>.<success|budget|before>``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from mmunlearn.atomic import atomic_file, write_json
+from mmunlearn.attacks.blackbox import (
+    SamplingSettings,
+    blackbox_names,
+    blackbox_replies,
+    outcomes,
+)
+from mmunlearn.attacks.targets import AttackTarget, forget_targets
+from mmunlearn.attacks.whitebox import (
+    WHITEBOX_ATTACKS,
+    lens_query,
+    whitebox_extractions,
+)
+from mmunlearn.config import AttackConfig, Params
+from mmunlearn.errors import DataError
+from mmunlearn.models.prompts import generation_text
+
+log = logging.getLogger(__name__)
+BEFORE_MODEL = "vanilla"
+
+
+def attack_metrics_path(params: Params, model_name: str) -> Path:
+    return params.paths.metrics / "attacks" / f"{model_name}.json"
+
+
+def attack_records_path(params: Params, model_name: str) -> Path:
+    return params.paths.reports / "attacks" / f"{model_name}.jsonl"
+
+
+def attack_names(rungs: Sequence[str]) -> tuple[str, ...]:
+    """Every attack the stage runs, white-box first: the report's column order."""
+    return (*WHITEBOX_ATTACKS, *blackbox_names(rungs))
+
+
+def run_attacks(model, processor, targets: Sequence[AttackTarget], config: AttackConfig, rungs: Sequence[str],
+                system_prompt: str | None = None) -> list[dict]:
+    """One record per (fact, attack): {profile_id, attribute, modality, attack, success, budget}."""
+    queries = [lens_query(processor, generation_text(t.question), t.image_png, t.answer, t.value,
+                          system_prompt) for t in targets]
+    scorable = [i for i, query in enumerate(queries) if query is not None]
+    if len(scorable) < len(targets):
+        log.warning("white-box: %d of %d facts straddle a token boundary and are not scored",
+                    len(targets) - len(scorable), len(targets))
+    lens_found = dict(zip(scorable, whitebox_extractions(model, processor, [queries[i] for i in scorable],
+                                                         config.layers, config.k, config.batch_size)))
+    sampling = SamplingSettings(config.samples, config.seed, config.temperature, config.top_k,
+                                config.max_new_tokens, config.batch_size)
+    sampled = [outcomes(target, replies) for target, replies in
+               zip(targets, blackbox_replies(model, processor, targets, rungs, sampling, system_prompt))]
+    records = []
+    for index, target in enumerate(targets):
+        for attack, outcome in [*lens_found.get(index, {}).items(), *sampled[index].items()]:
+            records.append({"profile_id": target.profile_id, "attribute": target.attribute,
+                            "modality": str(target.modality), "attack": attack,
+                            "success": outcome.success, "budget": outcome.budget})
+    return records
+
+
+def summarise(records: Sequence[dict], before: dict | None = None) -> dict:
+    """{attack: {modality: {success, budget, n[, before]}}} from per-fact records."""
+    cells: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for record in records:
+        cells[(record["attack"], record["modality"])].append(record)
+    summary: dict = {}
+    for (attack, modality), rows in sorted(cells.items()):
+        cell = {"success": sum(r["success"] for r in rows) / len(rows),
+                "budget": sum(r["budget"] for r in rows) / len(rows), "n": len(rows)}
+        if before is not None:
+            cell["before"] = before.get(attack, {}).get(modality, {}).get("success")
+        summary.setdefault(attack, {})[modality] = cell
+    return summary
+
+
+def _before(params: Params, model_name: str) -> dict | None:
+    if model_name == BEFORE_MODEL:
+        return None
+    path = attack_metrics_path(params, BEFORE_MODEL)
+    if not path.is_file():
+        raise DataError(f"{path}: not found — the pre-unlearning rates (run `mmunlearn attack --model {BEFORE_MODEL}`)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def attack_stage(params: Params, model_name: str) -> dict:
+    from mmunlearn import tracking
+    from mmunlearn.data.splits import load_split
+    from mmunlearn.evaluation.stage import load_for_evaluation
+
+    before = _before(params, model_name)  # a missing prerequisite fails before any model work
+    model, processor, settings = load_for_evaluation(params, model_name)
+    split = load_split(params.paths.splits)
+    targets = forget_targets(split, params.attack.rephrasings)
+    with tracking.stage_run(params.tracking, "attack", model_name,
+                            {"attack": params.attack.model_dump(mode="json"),
+                             "split": params.split.model_dump(mode="json"),
+                             "system_prompt": settings.system_prompt or ""}, params.paths.data_dvc):
+        records = run_attacks(model, processor, targets, params.attack, params.data.test_pose_difficulties,
+                              settings.system_prompt)
+        summary = summarise(records, before)
+        tracking.log_metrics({"attack": summary})
+    write_json(attack_metrics_path(params, model_name), summary)
+    with atomic_file(attack_records_path(params, model_name)) as tmp:
+        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records), encoding="utf-8")
+    log.info("attack: %s → %s", model_name, attack_metrics_path(params, model_name))
+    return summary

@@ -1,0 +1,132 @@
+"""Import a local copy of the released UnLOK-VQA records (Patil et al.) into our benchmark layout.
+
+A record is an OK-VQA question about a COCO image whose answer is to be deleted:
+``{"id", "src", "pred", "rephrase": [...], "loc": [...], "loc_ans": [...], "alt_ans": [...], "image_id", ...}``.
+Each record becomes one profile, so the same split → unlearn → evaluate → attack study runs on it:
+
+- the profile's image is the COCO image; its one fine-tuning pair is (``src`` → ``pred``), asked with
+  the image; its evaluation items are the question as free generation (ground truth ``pred``) and, when
+  three alternate answers exist, as a four-option question (``pred`` among ``alt_ans``);
+- its Test-set row asks the ``rephrase`` questions over the re-posed images of the easy / medium /
+  hard ladder (the released paraphrase-image folders; a missing rung is left out);
+- its neighbourhood questions (``loc`` → ``loc_ans``, same image) are knowledge the deletion must not
+  harm: they form the retained-knowledge set the pipeline calls "celebrity", one profile per record.
+
+Each record's question is its own attribute (``okvqa-<id>``), so attacks rephrase a question only with
+its own paraphrases. Image folders follow the release (``IMAGE_LAYOUT``); images are kept as their
+original bytes. A record missing a field, or its COCO image, is an error naming the file and record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+from mmunlearn.data.schema import (
+    OPTION_LETTERS,
+    Benchmark,
+    FinetunePair,
+    Modality,
+    PoseImage,
+    Profile,
+    QAItem,
+    Task,
+)
+from mmunlearn.errors import DataError
+
+log = logging.getLogger(__name__)
+
+REQUIRED_FIELDS = ("id", "src", "pred", "image_id")
+# Where the release keeps each image, relative to the images root (UnLOK util/fewshot_utils.py)
+IMAGE_LAYOUT = {
+    "coco": ("coco2017/train2017/{image_id:012d}.jpg", "coco2017/val2017/{image_id:012d}.jpg"),
+    "easy": ("parap_images/okvqa/{id}.jpg",),
+    "medium": ("parap_images_medium/okvqa/{id}.jpg",),
+    "hard": ("paraphrase_images_hard/okvqa_yolo_dino_bert/processed_images/{id}.jpg",),
+}
+RUNGS = ("easy", "medium", "hard")
+
+
+def _image(root: Path, kind: str, record: Mapping) -> bytes | None:
+    for pattern in IMAGE_LAYOUT[kind]:
+        path = root / pattern.format(id=record["id"], image_id=int(record["image_id"]))
+        if path.is_file():
+            return path.read_bytes()
+    return None
+
+
+def _strings(record: Mapping, field: str, where: str) -> list[str]:
+    values = record.get(field) or []
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise DataError(f"{where}: {field} must be a list of strings")
+    return values
+
+
+def _profiles(record: Mapping, root: Path, where: str) -> tuple[Profile, Profile, Profile | None]:
+    """(the record's forget-candidate profile, its Test-set row, its neighbourhood profile or None)."""
+    missing = [field for field in REQUIRED_FIELDS if record.get(field) in (None, "")]
+    if missing:
+        raise DataError(f"{where}: missing {missing}")
+    image = _image(root, "coco", record)
+    if image is None:
+        tried = [str(root / p.format(id=record["id"], image_id=int(record["image_id"]))) for p in IMAGE_LAYOUT["coco"]]
+        raise DataError(f"{where}: image_id {record['image_id']}: COCO image not found (looked for {tried})")
+    key, question, answer = f"okvqa-{record['id']}", str(record["src"]), str(record["pred"])
+    items = [QAItem(Task.GENERATION, Modality.IMAGE, question, answer, attribute=key)]
+    distractors = [a for a in dict.fromkeys(_strings(record, "alt_ans", where)) if a.casefold() != answer.casefold()]
+    if len(distractors) >= len(OPTION_LETTERS) - 1:
+        # the true answer's letter rotates with the id, so no letter is always right
+        choices = distractors[:len(OPTION_LETTERS) - 1]
+        position = int(record["id"]) % len(OPTION_LETTERS)
+        choices.insert(position, answer)
+        items.insert(0, QAItem(Task.MCQ, Modality.IMAGE, question, answer, dict(zip(OPTION_LETTERS, choices)),
+                               OPTION_LETTERS[position], key))
+    pair = FinetunePair(question, answer, Modality.IMAGE, key, answer)
+    profile = Profile(key, "", "fictitious", image, {record.get("subject") or "answer": answer}, tuple(items), (pair,))
+    poses = tuple(PoseImage(rung, png) for rung in RUNGS if (png := _image(root, rung, record)) is not None)
+    rephrased = tuple(QAItem(Task.GENERATION, Modality.IMAGE, text, answer, attribute=key)
+                      for text in _strings(record, "rephrase", where) if text != question)
+    test_row = Profile(key, "", "fictitious", image, profile.biography, rephrased, (), poses)
+    questions, answers = _strings(record, "loc", where), _strings(record, "loc_ans", where)
+    if len(questions) != len(answers):
+        raise DataError(f"{where}: loc has {len(questions)} questions but loc_ans {len(answers)} answers")
+    neighbours = tuple(QAItem(Task.GENERATION, Modality.IMAGE, q.removeprefix("nq question: "), a, attribute=f"{key}-loc{i}")
+                       for i, (q, a) in enumerate(zip(questions, answers)))
+    neighbourhood = (Profile(f"{key}-loc", "", "celebrity", image, {}, neighbours,
+                             tuple(FinetunePair(i.question, i.ground_truth, Modality.IMAGE, i.attribute, i.ground_truth)
+                                   for i in neighbours)) if neighbours else None)
+    return profile, test_row, neighbourhood
+
+
+def import_unlok(records_path: Path, images_root: Path) -> Benchmark:
+    """Read the records file (a JSON list, or JSON lines) and its images into a Benchmark."""
+    records_path, images_root = Path(records_path), Path(images_root)
+    if not records_path.is_file():
+        raise DataError(f"{records_path}: records file not found")
+    if not images_root.is_dir():
+        raise DataError(f"{images_root}: images folder not found")
+    text = records_path.read_text(encoding="utf-8")
+    try:
+        records = json.loads(text) if text.lstrip().startswith("[") else [
+            json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{records_path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    full, test, neighbourhoods = [], [], []
+    for index, record in enumerate(records):
+        where = f"{records_path} record {index}"
+        if not isinstance(record, Mapping):
+            raise DataError(f"{where}: expected an object")
+        profile, test_row, neighbourhood = _profiles(record, images_root, f"{where} (id {record.get('id')!r})")
+        full.append(profile)
+        test.append(test_row)
+        if neighbourhood is not None:
+            neighbourhoods.append(neighbourhood)
+    ids = [p.id for p in full]
+    if len(set(ids)) != len(ids):
+        raise DataError(f"{records_path}: duplicate ids {sorted({i for i in ids if ids.count(i) > 1})[:5]}")
+    rungs = sorted({pose.difficulty for row in test for pose in row.poses}, key=RUNGS.index)
+    log.info("UnLOK-VQA: %d records, %d with neighbourhood questions, pose rungs %s", len(full), len(neighbourhoods), rungs)
+    manifest = {"source": "UnLOK-VQA", "records": str(records_path), "count": len(full), "pose_rungs": rungs}
+    return Benchmark(tuple(full), tuple(neighbourhoods), tuple(test), manifest)

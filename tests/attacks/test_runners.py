@@ -1,0 +1,146 @@
+"""Attack targets from the data, fact tokenisation, and the white-/black-box runners on real small models."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from mmunlearn.attacks.blackbox import (
+    SamplingSettings,
+    attack_prompts,
+    blackbox_replies,
+    outcomes,
+)
+from mmunlearn.attacks.stage import summarise
+from mmunlearn.attacks.targets import forget_targets
+from mmunlearn.attacks.whitebox import LensQuery, whitebox_extractions
+from mmunlearn.config import DataConfig, SplitConfig
+from mmunlearn.data.schema import Modality, Task
+from mmunlearn.data.splits import make_split
+from mmunlearn.data.synthetic import generate_benchmark
+from mmunlearn.models.tiny import build_tiny_model, tokenizer_corpus
+from mmunlearn.report import attack_markdown
+from mmunlearn.training.data import fact_tokens
+from tests.conftest import SMALL_DATA
+from tests.models.test_tiny import SMALL_ARCH
+
+RUNGS = ("easy", "medium", "hard")
+
+
+@pytest.fixture(scope="module")
+def study():
+    benchmark = generate_benchmark(DataConfig(**SMALL_DATA))
+    split = make_split(benchmark, SplitConfig(forget_percent=15))
+    model, processor = build_tiny_model(tokenizer_corpus(benchmark.full), SMALL_ARCH)
+    return split, model.eval(), processor
+
+
+def test_targets_are_the_forget_facts_with_test_set_rephrasings_and_poses(study):
+    split, _, _ = study
+    targets = forget_targets(split, rephrasings=2)
+    facts = [(p.id, pair.question) for p in split.forget for pair in p.finetune_pairs if pair.value in pair.answer]
+    assert [(t.profile_id, t.question) for t in targets] == facts and targets
+    names = {p.id: p.name for p in split.forget}
+    test_wordings = {(item.attribute, item.modality, item.question.replace(p.name, "{name}"))
+                     for p in split.test for item in p.items if item.task is not Task.CLOZE}
+    assert any(t.rephrasings for t in targets)
+    for target in targets:
+        assert target.value in target.answer
+        assert target.question not in target.rephrasings and len(target.rephrasings) <= 2
+        for text in target.rephrasings:  # a Test-set wording of the same attribute and modality, this person named
+            assert (target.attribute, target.modality, text.replace(names[target.profile_id], "{name}")) in test_wordings
+        if target.modality is Modality.IMAGE:
+            assert target.image_png and sorted(target.poses) == sorted(RUNGS)
+        else:
+            assert target.image_png is None and not target.poses
+            assert all(names[target.profile_id] in text for text in target.rephrasings)
+
+
+class ChunkTokenizer:
+    """Three characters per token: a cut inside a chunk makes a token straddle the fact's edge."""
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [hash(text[i:i + 3]) % 997 for i in range(0, len(text), 3)]}
+
+
+def test_fact_tokens_follow_the_training_tokenisation(study):
+    _, _, processor = study
+    tokenizer = processor.tokenizer
+    target = forget_targets(study[0], 0)[0]
+    before, fact = fact_tokens(tokenizer, target.answer, target.value)
+    whole = tokenizer(" " + target.answer, add_special_tokens=False)["input_ids"]
+    assert whole[:len(before) + len(fact)] == before + fact
+    assert tokenizer.decode(fact).strip() == target.value
+    assert fact_tokens(ChunkTokenizer(), "ab cd", "cd") is not None  # " ab" | " cd": clean cut
+    assert fact_tokens(ChunkTokenizer(), "ab cd", "d") is None  # " ab" | " cd" straddles "d"
+
+
+def _llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=3,
+                                        num_attention_heads=2, num_key_value_heads=2)).eval()
+
+
+@torch.no_grad()
+def _greedy(model, prompt: list[int], steps: int) -> list[int]:
+    ids = list(prompt)
+    for _ in range(steps):
+        ids.append(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax().item())
+    return ids[len(prompt):]
+
+
+def test_whitebox_reads_each_fact_token_where_it_is_predicted():
+    model = _llama()
+    processor = SimpleNamespace(tokenizer=SimpleNamespace(pad_token_id=0))
+    queries, expected = [], []
+    for prompt, length in (([5, 9, 3], 3), ([7, 2, 8, 1, 6, 4], 2), ([11], 1)):  # different lengths: real padding
+        fact = _greedy(model, prompt, length)  # the model's own top-1 continuation
+        queries.append(LensQuery({"input_ids": torch.tensor(prompt + fact[:-1])}, fact))
+        expected.append(True)
+        wrong = fact[:-1] + [(fact[-1] + 1) % 40]  # the last token is not the model's top-1
+        queries.append(LensQuery({"input_ids": torch.tensor(prompt + wrong[:-1])}, wrong))
+        expected.append(False)
+    found = whitebox_extractions(model, processor, queries, layers=[-1], k=1, batch_size=6)
+    assert [f["head_projection_each"].success for f in found] == expected
+    assert [f["head_projection_each"].budget for f in found] == [len(q.fact_ids) for q in queries]
+    # the first-token attacks only look at the first fact token, which the wrong facts keep when longer than 1
+    assert [f["head_projection"].success for f in found] == [True, True, True, True, True, False]
+    alone = [whitebox_extractions(model, processor, [q], layers=[-1], k=1)[0] for q in queries]
+    assert alone == found  # batching and left padding change nothing
+
+
+def test_blackbox_budgets_and_success_come_from_the_sampled_replies(study):
+    split, model, processor = study
+    targets = forget_targets(split, rephrasings=2)
+    face = next(t for t in targets if t.modality is Modality.IMAGE and len(t.rephrasings) == 2)
+    name = next(t for t in targets if t.modality is Modality.TEXT and len(t.rephrasings) == 2)
+    face_prompts, name_prompts = attack_prompts(face, RUNGS), attack_prompts(name, RUNGS)
+    assert {a: len(p) for a, p in face_prompts.items()} == {
+        "sample": 1, "question_rephrase": 2, "image_rephrase_easy": 1, "image_rephrase_medium": 1,
+        "image_rephrase_hard": 1, "multimodal_rephrase": 6, "any_blackbox": 12}
+    assert {a: len(p) for a, p in name_prompts.items()} == {"sample": 1, "question_rephrase": 2, "any_blackbox": 3}
+
+    settings = SamplingSettings(samples=3, seed=7, max_new_tokens=4, batch_size=4)
+    replies = blackbox_replies(model, processor, [face, name], RUNGS, settings)
+    assert replies == blackbox_replies(model, processor, [face, name], RUNGS, settings)  # seeded
+    assert replies != blackbox_replies(model, processor, [face, name], RUNGS, replace(settings, seed=8))
+    assert {a: len(r) for a, r in replies[0].items()} == {a: 3 * len(p) for a, p in face_prompts.items()}
+    said = next(w for w in replies[0]["multimodal_rephrase"][-1].split())  # a word the model says, to one prompt
+    found = outcomes(replace(face, value=said.upper()), replies[0])  # matched case-insensitively
+    assert found["multimodal_rephrase"].success and found["any_blackbox"].success
+    assert found["any_blackbox"].budget == 12 * 3
+    assert not any(o.success for o in outcomes(replace(face, value="zz-never-said-zz"), replies[0]).values())
+
+
+def test_summary_and_report_show_each_rate_beside_the_vanilla_rate():
+    records = [{"attack": "sample", "modality": "text", "success": s, "budget": 4} for s in (True, False, False, False)]
+    summary = summarise(records, before={"sample": {"text": {"success": 0.75}}})
+    assert summary == {"sample": {"text": {"success": 0.25, "budget": 4.0, "n": 4, "before": 0.75}}}
+    table = attack_markdown({("GA", "text"): summary}, ("sample", "head_projection"))
+    assert "| GA | text | 0.250 (0.750) |" in table and "sample (B≈4)" in table
+    assert "head_projection" not in table  # no model ran it: no empty column
