@@ -34,7 +34,7 @@ def _env(runtime_dir, preload: bool, **extra) -> dict:
 
 
 def _run(args, cwd, env):
-    return subprocess.run([CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([CLI, *args], check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 def _project(folder: Path) -> Path:

@@ -137,3 +137,25 @@ def test_checkpoints_resume_only_the_same_settings(tmp_path):
     assert (folder / "checkpoint-4").is_dir()
     prepare_checkpoints(folder, {"lr": 5e-4})  # params changed: a resume would be wrong
     assert not (folder / "checkpoint-4").exists()
+
+
+def test_checkpoints_of_another_model_layout_or_code_are_not_resumed(tmp_path):
+    import torch
+
+    from mmunlearn.training.stages import prepare_checkpoints, run_fingerprint
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+    same = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+    wider = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Linear(4, 1))
+    assert run_fingerprint(model) == run_fingerprint(same)  # weights' values do not matter
+    assert run_fingerprint(model)["parameters"] != run_fingerprint(wider)["parameters"]
+    frozen_head = run_fingerprint(model)
+    model[1].weight.requires_grad_(False)  # e.g. the LM head no longer trained (modules_to_save)
+    assert run_fingerprint(model)["parameters"] != frozen_head["parameters"]
+    assert len(frozen_head["source"]) == 64 and "torch" in frozen_head["libraries"]
+
+    folder = tmp_path / "ckpt"
+    prepare_checkpoints(folder, {"lr": 1e-3, **frozen_head})
+    (folder / "checkpoint-4").mkdir()
+    prepare_checkpoints(folder, {"lr": 1e-3, **run_fingerprint(model)})
+    assert not (folder / "checkpoint-4").exists()

@@ -28,12 +28,16 @@ def answer_logits(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch
     ``logits_to_keep`` projects just those positions onto the vocabulary — the LM head is a large share
     of a small model's cost, and every objective only ever reads answer positions.
     """
-    labels = batch["labels"]
+    predicts_answer, targets = answer_positions(batch["labels"])
+    logits = model(**model_inputs(batch), logits_to_keep=predicts_answer).logits
+    return logits, targets, predicts_answer.nonzero()[:, 0]
+
+
+def answer_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the next token is a labelled one ([batch, seq] mask), and those tokens in order ([n])."""
     predicts_answer = torch.zeros_like(labels, dtype=torch.bool)
     predicts_answer[:, :-1] = labels[:, 1:] != IGNORE_INDEX
-    logits = model(**model_inputs(batch), logits_to_keep=predicts_answer).logits
-    rows = predicts_answer.nonzero()[:, 0]
-    return logits, labels[:, 1:][predicts_answer[:, :-1]], rows
+    return predicts_answer, labels[:, 1:][predicts_answer[:, :-1]]
 
 
 def answer_nll(model, batch: dict) -> torch.Tensor:

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import torch
 
-from mmunlearn.methods.common import model_inputs, unwrap
+from mmunlearn.methods.common import answer_positions, model_inputs, unwrap
 from mmunlearn.methods.lens import captured_layer_outputs, lens_logprobs, resolve_layers
 from mmunlearn.methods.registry import forget_objective
-from mmunlearn.training.data import IGNORE_INDEX
 
 
 def answer_lens(model, batch: dict, layers) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,13 +27,11 @@ def answer_lens(model, batch: dict, layers) -> tuple[torch.Tensor, torch.Tensor]
     those tokens [n] — with gradients."""
     inner = unwrap(model)
     chosen = resolve_layers(inner, layers)
-    labels = batch["labels"]
-    predicts = torch.zeros_like(labels, dtype=torch.bool)
-    predicts[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    predicts, targets = answer_positions(batch["labels"])
     with captured_layer_outputs(inner, chosen) as captured:
         model(**model_inputs(batch), logits_to_keep=1)  # only the hooked states are used
     hidden = torch.stack([captured[number][predicts] for number in chosen], dim=1)  # [n, |L|, hidden]
-    return lens_logprobs(inner, hidden), labels[:, 1:][predicts[:, :-1]]
+    return lens_logprobs(inner, hidden), targets
 
 
 def head_projection_hinge(lens: torch.Tensor, targets: torch.Tensor, k: int) -> torch.Tensor:

@@ -8,6 +8,7 @@ multi-process launcher (torchrun / deepspeed) every rank trains; only the main o
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -57,6 +58,24 @@ def prepare_checkpoints(folder: Path, fingerprint: dict) -> None:
         marker.write_text(wanted)
 
 
+def run_fingerprint(model) -> dict:
+    """What, besides params and data, decides whether a checkpoint belongs to this run: the model's
+    parameter layout (names, shapes, dtypes, which are trained), the library versions and the project's
+    source. A checkpoint left by other code once resumed with missing keys and only a warning."""
+    import peft
+    import torch
+    import transformers
+
+    layout = "\n".join(f"{name}:{tuple(p.shape)}:{p.dtype}:{p.requires_grad}" for name, p in model.named_parameters())
+    package = Path(__file__).resolve().parents[1]
+    source = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        source.update(f"{path.relative_to(package)}\n".encode() + path.read_bytes())
+    return {"parameters": hashlib.sha256(layout.encode()).hexdigest(), "source": source.hexdigest(),
+            "libraries": {"torch": torch.__version__, "transformers": transformers.__version__,
+                          "peft": peft.__version__}}
+
+
 def encode_all(processor, examples: list[TextExample], desc: str, labels_on: str = "answer") -> list[dict]:
     return [encode_example(processor, e, labels_on=labels_on)
             for e in tqdm(examples, desc=desc, unit="example", leave=False)]
@@ -84,7 +103,8 @@ def train_on_examples(params: Params, stage: str, model_name: str, model, datase
     from mmunlearn import tracking
 
     checkpoints = params.paths.checkpoints / model_name
-    prepare_checkpoints(checkpoints, {"stage": stage, "params": log_params, "examples": len(dataset)})
+    prepare_checkpoints(checkpoints, {"stage": stage, "params": log_params, "examples": len(dataset),
+                                      **run_fingerprint(model)})
     args = training_arguments(config, checkpoints)
     main = is_main_process()
     run = (tracking.stage_run(params.tracking, stage, model_name, log_params, params.paths.data_dvc) if main
