@@ -1,12 +1,12 @@
 """The ``mmunlearn`` command: runs the CLI directly, or through a warm preload server.
 
 A study is ~75 short stage processes, and each one spends ~8.5 s of a 2-core machine importing torch,
-transformers, peft and mlflow before doing 5–20 s of work (measured: README, "Run time"). With
+transformers, peft and mlflow before doing 5–20 s of work (measured: README, "Set-up"). With
 ``MMUNLEARN_PRELOAD=1`` (``make run`` sets it) the command instead hands its argv, working directory,
 environment and stdin/stdout/stderr to a server that imported those libraries once and forks a child
 per command (``mmunlearn.preload``): same code, same outputs, ~8 s less per stage. The child imports
 mmunlearn itself afresh, so edits to the project are always seen; the server is keyed on the Python,
-its installed packages and the environment, and exits after ``PRELOAD_IDLE_S`` idle seconds.
+its installed packages and the environment, and exits after 60 idle seconds (``MMUNLEARN_PRELOAD_IDLE_S``).
 Anywhere a Unix socket or ``fork`` is missing, the command simply runs in-process.
 """
 

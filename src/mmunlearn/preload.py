@@ -32,9 +32,12 @@ import time
 import traceback
 from pathlib import Path
 
+from mmunlearn.launch import PRELOAD_ENV
+
 PRELOADED = ("torch", "transformers", "transformers.modeling_utils", "transformers.processing_utils",
              "transformers.trainer", "transformers.generation", "peft", "mlflow", "rouge_score.rouge_scorer")
-PRELOAD_IDLE_S = 60             # MMUNLEARN_PRELOAD_IDLE_S overrides
+PRELOAD_IDLE_S = 60
+IDLE_ENV = "MMUNLEARN_PRELOAD_IDLE_S"  # overrides PRELOAD_IDLE_S
 START_TIMEOUT_S = 300            # the server's imports take ~9 s on an idle 2-core machine
 # Set per invocation by the shell, or by `dvc repro` (DVC_STAGE); no import reads them. The command
 # itself still gets them.
@@ -152,7 +155,7 @@ def run_through_server(argv: list[str]) -> int:
     address = server_address(os.environ)
     conn = _connect_or_start(address)
     env = dict(os.environ)
-    env.pop("MMUNLEARN_PRELOAD", None)  # the command itself runs directly
+    env.pop(PRELOAD_ENV, None)  # the command itself runs directly
     with conn:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -321,4 +324,4 @@ def _exit_status() -> int:
 
 
 if __name__ == "__main__":
-    serve(Path(sys.argv[1]), float(os.environ.get("MMUNLEARN_PRELOAD_IDLE_S", PRELOAD_IDLE_S)))
+    serve(Path(sys.argv[1]), float(os.environ.get(IDLE_ENV, PRELOAD_IDLE_S)))
