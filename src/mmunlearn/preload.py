@@ -34,8 +34,12 @@ from pathlib import Path
 
 from mmunlearn.launch import PRELOAD_ENV
 
+# Libraries every stage imports (~1.3 s of them is MLflow's SQL store, alembic and SQLAlchemy, imported
+# when a stage opens its run); a name this environment lacks is skipped.
 PRELOADED = ("torch", "transformers", "transformers.modeling_utils", "transformers.processing_utils",
-             "transformers.trainer", "transformers.generation", "peft", "mlflow", "rouge_score.rouge_scorer")
+             "transformers.trainer", "transformers.generation", "peft", "mlflow", "rouge_score.rouge_scorer",
+             "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.artifact.local_artifact_repo",
+             "git", "typer", "PIL.Image", "PIL.PngImagePlugin")
 PRELOAD_IDLE_S = 60
 IDLE_ENV = "MMUNLEARN_PRELOAD_IDLE_S"  # overrides PRELOAD_IDLE_S
 START_TIMEOUT_S = 300            # the server's imports take ~9 s on an idle 2-core machine

@@ -8,8 +8,15 @@ import torch
 from mmunlearn.config import DataConfig
 from mmunlearn.data.schema import OPTION_LETTERS
 from mmunlearn.data.synthetic import generate_benchmark
-from mmunlearn.evaluation.engine import Request, answer_start_token_ids, generate_replies, score_options
-from mmunlearn.models.prompts import encode_prompt, mcq_text
+from mmunlearn.evaluation.engine import (
+    Request,
+    TopKSampling,
+    answer_start_token_ids,
+    generate_replies,
+    sample_replies,
+    score_options,
+)
+from mmunlearn.models.prompts import decode_image, encode_prompt, encode_prompts, mcq_text, render_prompt
 from mmunlearn.models.tiny import build_tiny_model, tokenizer_corpus
 from tests.conftest import SMALL_DATA
 from tests.models.test_tiny import SMALL_ARCH
@@ -46,6 +53,21 @@ def _slow_reference(model, processor, request: Request) -> dict[str, float]:
     return {letter: logprobs[i].item() for letter, i in zip("ABCD", letter_ids)}
 
 
+def test_chunked_prompt_encoding_equals_one_processor_call_per_prompt(tiny):
+    _, processor, benchmark = tiny
+    requests = _random_requests(benchmark, 23, seed=2)  # faces and text-only interleaved, varied lengths
+    chunked = encode_prompts(processor, [(r.user_text, r.image_png) for r in requests], "Be brief.", chunk_size=4)
+    for request, encoded in zip(requests, chunked):
+        with_image = request.image_png is not None
+        alone = processor(images=[decode_image(request.image_png)] if with_image else None,
+                          text=[render_prompt(processor, request.user_text, with_image, "Be brief.")],
+                          return_tensors="pt")
+        assert torch.equal(encoded["input_ids"], alone["input_ids"][0])
+        assert ("pixel_values" in encoded) == with_image
+        if with_image:
+            assert torch.equal(encoded["pixel_values"], alone["pixel_values"][0])
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_batched_option_scoring_equals_one_at_a_time(tiny, seed):
     model, processor, benchmark = tiny
@@ -69,3 +91,27 @@ def test_batched_generation_equals_one_at_a_time(tiny):
     batched = generate_replies(model, processor, requests, batch_size=4, max_new_tokens=6)
     alone = [generate_replies(model, processor, [r], batch_size=1, max_new_tokens=6)[0] for r in requests]
     assert batched == alone
+
+
+def test_top_k_sampling_draws_the_tempered_top_k_distribution():
+    logits = torch.tensor([[2.0, 0.5, 1.0, -1.0, 3.0, 0.0]]).repeat(20_000, 1)
+    sampler = TopKSampling(temperature=0.5, top_k=3, generator=torch.Generator().manual_seed(0))
+    scores = sampler(None, logits)
+    drawn = scores.argmax(-1)
+    assert torch.isinf(scores).sum(-1).eq(logits.shape[1] - 1).all()  # one token left per row
+    frequencies = torch.bincount(drawn, minlength=6).float() / len(drawn)
+    expected = torch.zeros(6)
+    expected[[4, 0, 2]] = torch.softmax(torch.tensor([3.0, 2.0, 1.0]) / 0.5, dim=0)
+    assert torch.allclose(frequencies, expected, atol=0.01)  # outside the top 3: never
+
+
+def test_sampled_replies_are_seeded_and_greedy_at_top_k_one(tiny):
+    model, processor, benchmark = tiny
+    requests = _random_requests(benchmark, 6, seed=3)
+    sampled = sample_replies(model, processor, requests, samples=3, seed=1, batch_size=4, max_new_tokens=6)
+    assert [len(replies) for replies in sampled] == [3] * 6
+    assert sampled == sample_replies(model, processor, requests, samples=3, seed=1, batch_size=4, max_new_tokens=6)
+    assert sampled != sample_replies(model, processor, requests, samples=3, seed=2, batch_size=4, max_new_tokens=6)
+    greedy = generate_replies(model, processor, requests, batch_size=4, max_new_tokens=6)
+    top1 = sample_replies(model, processor, requests, samples=2, seed=5, batch_size=4, max_new_tokens=6, top_k=1)
+    assert top1 == [[reply, reply] for reply in greedy]

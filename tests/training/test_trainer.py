@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from mmunlearn.config import DataConfig
 from mmunlearn.data.synthetic import generate_benchmark
@@ -118,3 +118,22 @@ def test_training_arguments_follow_the_stage_config(tmp_path):
     assert args.seed == args.data_seed == 5
     with pytest.raises(ValueError, match="lr_schedule"):
         TrainConfig(lr_schedule="sometimes")
+
+
+def test_flop_estimate_matches_hf_and_counts_parameters_once(setup, tmp_path, monkeypatch):
+    benchmark, processor, examples = setup
+    model = _lora_model(benchmark)
+    trainer = run_training(model, EncodedDataset(examples), Collator(processor.tokenizer.pad_token_id), answer_nll,
+                           _args(tmp_path, max_steps=1, save_strategy="no"))
+    batch = Collator(processor.tokenizer.pad_token_id)(examples[:3])
+    counts = []
+    counted = type(model.get_base_model())  # the peft wrapper hands num_parameters to it
+    count_parameters = counted.num_parameters
+    monkeypatch.setattr(counted, "num_parameters",
+                        lambda self, **kw: counts.append(1) or count_parameters(self, **kw))
+    trainer._parameter_count = None
+    ours = [trainer.floating_point_ops(batch) for _ in range(3)]
+    hf = Trainer.floating_point_ops(trainer, batch)
+    assert ours == [hf] * 3 and hf > 0
+    assert len(counts) == 2  # one for our three estimates, one for HF's
+    assert trainer.floating_point_ops({"forget": batch}) == 0  # unlearning batches: no main input, as in HF

@@ -6,6 +6,7 @@ The task wording follows the official MLLMU-Bench evaluation code (shared/resear
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 
 from PIL import Image
 
@@ -64,10 +65,27 @@ def decode_image(png: bytes) -> Image.Image:
 
 def encode_prompt(processor, text: str, image_png: bytes | None, system_prompt: str | None = None) -> dict:
     """Token ids of the rendered prompt (image placeholders expanded) and pixel values when shown a face."""
-    prompt = render_prompt(processor, text, image_png is not None, system_prompt)
-    images = [decode_image(image_png)] if image_png is not None else None
-    encoded = processor(images=images, text=[prompt], return_tensors="pt")
-    result = {"input_ids": encoded["input_ids"][0]}
-    if image_png is not None:
-        result["pixel_values"] = encoded["pixel_values"][0]
-    return result
+    return encode_prompts(processor, [(text, image_png)], system_prompt)[0]
+
+
+def encode_prompts(processor, prompts: Sequence[tuple[str, bytes | None]], system_prompt: str | None = None,
+                   chunk_size: int = 64) -> list[dict]:
+    """``encode_prompt`` of each (user text, face or None), in order, from one processor call per chunk.
+
+    A processor call costs ~1 ms of argument handling before any work: per prompt that was a quarter of
+    a small model's evaluation. Prompts with and without a face go in separate calls; each row keeps
+    only its own tokens (the attention mask drops the chunk's padding), so it equals a lone encoding.
+    """
+    encoded: list[dict] = [{} for _ in prompts]
+    for with_image in (False, True):
+        indices = [i for i, (_, png) in enumerate(prompts) if (png is not None) == with_image]
+        for start in range(0, len(indices), chunk_size):
+            chunk = indices[start:start + chunk_size]
+            texts = [render_prompt(processor, prompts[i][0], with_image, system_prompt) for i in chunk]
+            images = [decode_image(prompts[i][1]) for i in chunk] if with_image else None
+            batch = processor(images=images, text=texts, padding=True, return_tensors="pt")
+            for row, index in enumerate(chunk):
+                encoded[index]["input_ids"] = batch["input_ids"][row][batch["attention_mask"][row].bool()]
+                if with_image:
+                    encoded[index]["pixel_values"] = batch["pixel_values"][row]
+    return encoded

@@ -54,13 +54,15 @@ def fact_tokens(tokenizer, answer: str, fact: str) -> tuple[list[int], list[int]
 
 
 def encode_example(processor, example: TextExample, system_prompt: str | None = None,
-                   labels_on: str = "answer") -> dict[str, torch.Tensor]:
+                   labels_on: str = "answer", prompt: dict | None = None) -> dict[str, torch.Tensor]:
     """Token ids of prompt + answer + EOS, labels masked to the answer (+ EOS, + prompt targets), pixels if any.
 
     ``labels_on="fact"``: labels on the fact's tokens only (the rest of the answer is context), for an
-    example that names its fact; otherwise on the whole answer.
+    example that names its fact; otherwise on the whole answer. ``prompt``: the example's prompt already
+    encoded (``encode_prompts``, many at once).
     """
-    encoded = encode_prompt(processor, example.user_text, example.image_png, system_prompt)
+    encoded = dict(prompt) if prompt is not None else encode_prompt(processor, example.user_text,
+                                                                     example.image_png, system_prompt)
     tokenizer = processor.tokenizer
     prompt_ids = encoded["input_ids"]
     answer_ids = torch.tensor(tokenizer(" " + example.answer, add_special_tokens=False)["input_ids"]

@@ -77,8 +77,11 @@ def run_fingerprint(model) -> dict:
 
 
 def encode_all(processor, examples: list[TextExample], desc: str, labels_on: str = "answer") -> list[dict]:
-    return [encode_example(processor, e, labels_on=labels_on)
-            for e in tqdm(examples, desc=desc, unit="example", leave=False)]
+    from mmunlearn.models.prompts import encode_prompts
+
+    prompts = encode_prompts(processor, [(e.user_text, e.image_png) for e in examples])
+    return [encode_example(processor, e, labels_on=labels_on, prompt=prompt)
+            for e, prompt in tqdm(zip(examples, prompts), desc=desc, total=len(examples), unit="example", leave=False)]
 
 
 def _loss_summary(trainer) -> dict[str, float]:
