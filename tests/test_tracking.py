@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mmunlearn.config import TrackingConfig
-from mmunlearn.tracking import find_runs, flatten, log_artifacts, log_metrics, public_params, stage_run
+from mmunlearn.tracking import find_runs, flatten, log_artifacts, log_metrics, public_params, set_tags, stage_run
 
 
 def test_flatten_and_secret_filtering():
@@ -33,3 +34,27 @@ def test_stage_run_is_read_back_through_the_client(tmp_path, monkeypatch):
     artifacts = [a.path for a in MlflowClient(config.uri).list_artifacts(run.info.run_id, "adapter")]
     assert artifacts == ["adapter/adapter_config.json"]
     assert find_runs(config, stage="finetune") == []
+
+
+def test_set_tags_survives_another_worker_inserting_the_same_tag_first(tmp_path, monkeypatch):
+    """Two tune workers tag one front trial: the SQL store's read-then-insert lets the second insert fail."""
+    monkeypatch.chdir(tmp_path)
+    config = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=tmp_path / "artifacts",
+                            experiment="study")
+    with stage_run(config, "tune", "trial", {}):
+        pass
+    run_id = find_runs(config, stage="tune")[0].info.run_id
+    real_set_tag, calls = MlflowClient.set_tag, []
+
+    def lose_the_race(self, run, key, value, *args, **kwargs):
+        calls.append(key)
+        if len(calls) == 1:  # the other worker's insert lands first; ours then fails
+            real_set_tag(self, run, key, value)
+            raise MlflowException("UNIQUE constraint failed: tags.key, tags.run_uuid")
+        return real_set_tag(self, run, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "set_tag", lose_the_race)
+    set_tags(run_id, {"pareto": "true", "rank": "1"}, config)
+    tags = MlflowClient(config.uri).get_run(run_id).data.tags
+    assert tags["pareto"] == "true" and tags["rank"] == "1"
+    assert calls == ["pareto", "rank"]  # the lost race was not written twice: the tag already held the value

@@ -155,11 +155,18 @@ def shared_parent_run(config: TrackingConfig, stage: str, key: str, params: Mapp
 
 
 def set_tags(run_id: str, tags: Mapping[str, str], config: TrackingConfig) -> None:
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=config.uri)
     for key, value in tags.items():
-        client.set_tag(run_id, key, value)
+        try:
+            client.set_tag(run_id, key, value)
+        except MlflowException:
+            # SQL stores read, then insert: two workers tagging one run (a study's front) can both read
+            # "absent" and the second insert fails. The tag exists now; write it again as an update.
+            if client.get_run(run_id).data.tags.get(key) != value:
+                client.set_tag(run_id, key, value)
 
 
 def search_runs(config: TrackingConfig, filter_string: str) -> list[Any]:

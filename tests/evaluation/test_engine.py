@@ -8,9 +8,9 @@ import torch
 from mmunlearn.config import DataConfig
 from mmunlearn.data.schema import OPTION_LETTERS
 from mmunlearn.data.synthetic import generate_benchmark
+from mmunlearn.evaluation.sampling import TopKSampling
 from mmunlearn.evaluation.engine import (
     Request,
-    TopKSampling,
     answer_start_token_ids,
     generate_replies,
     sample_replies,

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
-from transformers import LogitsProcessor, LogitsProcessorList
 
 from mmunlearn.data.schema import OPTION_LETTERS
 from mmunlearn.models.prompts import encode_prompts, render_prompt
@@ -77,34 +76,17 @@ def score_options(model, processor, requests: list[Request], batch_size: int = 3
     return scores  # type: ignore[return-value]
 
 
-class TopKSampling(LogitsProcessor):
-    """Temperature + top-k sampling inside the logits step: ``generate`` then runs greedy over the draw.
-
-    Same distribution as ``generate(do_sample=True, temperature=, top_k=)``, whose draw
-    (``torch.multinomial`` over the whole vocabulary: one exponential variate per entry and row) took a
-    fifth of a small model's sampling time on CPU; drawing among the top k alone is cheap. Its own
-    seeded generator makes the draws reproducible without touching torch's global RNG.
-    """
-
-    def __init__(self, temperature: float, top_k: int, generator: torch.Generator):
-        self.temperature, self.top_k, self.generator = temperature, top_k, generator
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        top = torch.topk(scores.float() / self.temperature, min(self.top_k, scores.shape[-1]), dim=-1)
-        drawn = torch.multinomial(torch.softmax(top.values, dim=-1), 1, generator=self.generator)
-        chosen = torch.full_like(scores, float("-inf"))
-        return chosen.scatter_(-1, top.indices.gather(-1, drawn), 0.0)
-
-
 @dataclass(frozen=True)
 class Sampling:
     seed: int
     temperature: float = 1.0
     top_k: int = 50
 
-    def processor(self, batch_key: int, device: torch.device) -> TopKSampling:
+    def processor(self, batch_key: int, device: torch.device):
         """A sampler seeded from (seed, the batch's first request): a request's samples do not depend on
         how many batches ran before it."""
+        from mmunlearn.evaluation.sampling import TopKSampling  # transformers' generation costs 3 s to import
+
         generator = torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + batch_key)
         return TopKSampling(self.temperature, self.top_k, generator)
 
@@ -117,6 +99,8 @@ def _generate(model, processor, requests: list[Request], batch_size: int, system
     Greedy without ``sampling``; with it, each request's row is repeated ``samples`` times and drawn by
     ``TopKSampling``.
     """
+    from transformers import LogitsProcessorList  # only generation needs it (3 s import for report-only commands)
+
     encoded = encode_prompts(processor, [(r.user_text, r.image_png) for r in requests], system_prompt)
     replies: list[list[str]] = [[] for _ in requests]
     tokenizer = processor.tokenizer
