@@ -8,7 +8,6 @@ import torch
 from mmunlearn.config import DataConfig
 from mmunlearn.data.schema import OPTION_LETTERS
 from mmunlearn.data.synthetic import generate_benchmark
-from mmunlearn.evaluation.sampling import TopKSampling
 from mmunlearn.evaluation.engine import (
     Request,
     answer_start_token_ids,
@@ -16,6 +15,7 @@ from mmunlearn.evaluation.engine import (
     sample_replies,
     score_options,
 )
+from mmunlearn.evaluation.sampling import TopKSampling
 from mmunlearn.models.prompts import decode_image, encode_prompt, encode_prompts, mcq_text, render_prompt
 from mmunlearn.models.tiny import build_tiny_model, tokenizer_corpus
 from tests.conftest import SMALL_DATA
