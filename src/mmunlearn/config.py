@@ -57,6 +57,9 @@ class DataConfig(_Section):
     num_celebrities: int = Field(30, ge=1)
     image_size: int = Field(64, ge=16, le=1024)
     questions: QuestionCounts = QuestionCounts()
+    # Ways each fictitious fact is asked in its fine-tuning pairs (1 = a single phrasing). Evaluation and
+    # Test questions are always worded differently; more training wordings make the facts answerable in them.
+    finetune_phrasings: int = Field(3, ge=1)
     # Re-posed images per profile for the Test set, one per difficulty rung (easy → hard).
     test_pose_difficulties: tuple[Literal["easy", "medium", "hard"], ...] = ("easy", "medium", "hard")
 
@@ -69,6 +72,10 @@ class DataConfig(_Section):
             raise ValueError(f"questions: at most {len(QUESTION_ATTRIBUTES)} per modality in all")
         if not self.test_pose_difficulties:
             raise ValueError("test_pose_difficulties must name at least one rung")
+        from mmunlearn.data.vocab import FINETUNE_PHRASINGS
+
+        if self.finetune_phrasings > FINETUNE_PHRASINGS:
+            raise ValueError(f"finetune_phrasings: at most {FINETUNE_PHRASINGS} (the vocabulary's training wordings)")
         return self
 
 

@@ -41,8 +41,13 @@ def study():
 def test_targets_are_the_forget_facts_with_test_set_rephrasings_and_poses(study):
     split, _, _ = study
     targets = forget_targets(split, rephrasings=2)
-    facts = [(p.id, pair.question) for p in split.forget for pair in p.finetune_pairs if pair.value in pair.answer]
-    assert [(t.profile_id, t.question) for t in targets] == facts and targets
+    facts = {}  # a fact taught in several wordings is one target, asked in its first wording
+    for p in split.forget:
+        for pair in p.finetune_pairs:
+            if pair.value in pair.answer:
+                facts.setdefault((p.id, pair.attribute, pair.modality), pair.question)
+    assert [(t.profile_id, t.question) for t in targets] == [(pid, q) for (pid, _, _), q in facts.items()] and targets
+    assert len({p.question for prof in split.forget for p in prof.finetune_pairs}) > len(targets)
     names = {p.id: p.name for p in split.forget}
     test_wordings = {(item.attribute, item.modality, item.question.replace(p.name, "{name}"))
                      for p in split.test for item in p.items if item.task is not Task.CLOZE}

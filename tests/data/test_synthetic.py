@@ -5,6 +5,7 @@ import itertools
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from mmunlearn.config import DataConfig
@@ -51,11 +52,32 @@ def test_phrasing_follows_the_paper_this_person_with_image_name_without():
         # every fact is taught from the face and from the name
         taught = {(pair.modality, pair.answer.split()[-1]) for pair in profile.finetune_pairs}
         assert {m for m, _ in taught} == set(Modality)
-        assert len(profile.finetune_pairs) == 2 * len(profile.biography)
+        assert len(profile.finetune_pairs) == 2 * 3 * len(profile.biography)  # data.finetune_phrasings
         for pair in profile.finetune_pairs:
             assert pair.value == profile.biography[pair.attribute] and pair.value in pair.answer
-    for celebrity in benchmark.celebrity:  # public figures are known in every phrasing
-        assert len(celebrity.finetune_pairs) == 2 * 4 * len(celebrity.biography)
+    for celebrity in benchmark.celebrity:  # public figures are known in every wording: 4 asked, 2 taught
+        assert len(celebrity.finetune_pairs) == 2 * 6 * len(celebrity.biography)
+
+
+def test_fictitious_facts_are_taught_in_several_wordings_none_of_them_asked_in_evaluation():
+    one = generate_benchmark(DataConfig(**SMALL_DATA, finetune_phrasings=1))
+    three = generate_benchmark(DataConfig(**SMALL_DATA, finetune_phrasings=3))
+    # the wordings only add fine-tuning pairs: every evaluation and Test question stays as it was
+    assert [p.items for p in one.full] == [p.items for p in three.full]
+    assert [p.items for p in one.test] == [p.items for p in three.test]
+    assert [p.finetune_pairs for p in one.celebrity] == [p.finetune_pairs for p in three.celebrity]
+    asked = {item.question for p in three.full + three.test for item in p.items}
+    for profile in three.full:
+        questions = [pair.question for pair in profile.finetune_pairs]
+        assert len(set(questions)) == len(questions) == 3 * len(one.full[0].finetune_pairs)
+        assert not set(questions) & asked
+        # each fact keeps one answer sentence, whatever the wording of the question
+        by_fact = {}
+        for pair in profile.finetune_pairs:
+            by_fact.setdefault((pair.attribute, pair.modality), set()).add(pair.answer)
+        assert all(len(answers) == 1 for answers in by_fact.values())
+    with pytest.raises(ValueError, match="finetune_phrasings"):
+        DataConfig(**SMALL_DATA, finetune_phrasings=4)
 
 
 def test_test_set_paraphrases_questions_and_reposes_images_of_the_same_people():

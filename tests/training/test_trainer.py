@@ -12,7 +12,13 @@ from mmunlearn.config import MethodConfig
 from mmunlearn.methods.common import answer_nll
 from mmunlearn.models.tiny import build_tiny_model, tokenizer_corpus
 from mmunlearn.training.data import TextExample, encode_example
-from mmunlearn.training.trainer import Collator, EncodedDataset, ForgetRetainDataset, run_training
+from mmunlearn.training.trainer import (
+    Collator,
+    EncodedDataset,
+    ForgetRetainDataset,
+    every_parameter_in_graph,
+    run_training,
+)
 from tests.conftest import SMALL_DATA
 from tests.models.test_tiny import SMALL_ARCH
 
@@ -137,3 +143,22 @@ def test_flop_estimate_matches_hf_and_counts_parameters_once(setup, tmp_path, mo
     assert ours == [hf] * 3 and hf > 0
     assert len(counts) == 2  # one for our three estimates, one for HF's
     assert trainer.floating_point_ops({"forget": batch}) == 0  # unlearning batches: no main input, as in HF
+
+
+def test_every_parameter_in_graph_gives_unused_parameters_a_zero_gradient_and_changes_no_other():
+    torch.manual_seed(0)
+    model = torch.nn.ModuleDict({"used": torch.nn.Linear(3, 2), "unused": torch.nn.Linear(3, 2)})
+    model["unused"].bias.requires_grad_(False)
+    x = torch.randn(4, 3)
+    model["used"](x).square().sum().backward()
+    plain = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    (model["used"](x).square().sum() + every_parameter_in_graph(model)).backward()
+    assert set(plain) == {"used.weight", "used.bias"}  # a batch without faces: the tower gets no gradient
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            assert parameter.grad is None
+        elif name in plain:
+            assert torch.equal(parameter.grad, plain[name])
+        else:
+            assert torch.equal(parameter.grad, torch.zeros_like(parameter))

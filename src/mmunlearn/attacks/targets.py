@@ -1,7 +1,7 @@
 """What the attacks try to extract: each forget profile's trained facts, with their rephrasings and poses.
 
-A target is one fine-tuning pair of a forget profile (an attribute asked with the face or by name): the
-question the model was trained on, the trained answer sentence ("This person was born in Turku,
+A target is one fact of a forget profile (an attribute asked with the face or by name), from its first
+fine-tuning pair (a fact taught in several wordings is attacked once): the question the model was trained on, the trained answer sentence ("This person was born in Turku,
 Finland.") and the fact inside it (``value``, "Turku, Finland"). Black-box attacks ask the
 question again, reworded and with other pictures of the face; white-box attacks read the model's
 hidden states where the fact would be said next.
@@ -56,16 +56,18 @@ def _paraphrase_templates(test_profiles: tuple[Profile, ...]) -> dict[tuple[str,
 
 
 def forget_targets(split: Split, rephrasings: int) -> list[AttackTarget]:
-    """A target per forget-profile fine-tuning pair whose fact is stated in its answer."""
+    """A target per forget-profile fact stated in a trained answer, asked in its first training wording."""
     templates = _paraphrase_templates(split.test)
     test_rows = {profile.id: profile for profile in split.test}
     targets = []
     for profile in split.forget:
         row = test_rows.get(profile.id)
         poses = {pose.difficulty: pose.png for pose in row.poses} if row else {}
+        facts = set()
         for pair in profile.finetune_pairs:
-            if not pair.value or pair.value not in pair.answer:
-                continue  # nothing to extract, or no place in the answer where it is said
+            if not pair.value or pair.value not in pair.answer or (pair.attribute, pair.modality) in facts:
+                continue  # nothing to extract, no place in the answer where it is said, or already a target
+            facts.add((pair.attribute, pair.modality))
             trained = _templated(pair.question, profile.name)
             others = [t for t in templates.get((pair.attribute, pair.modality), []) if t != trained]
             targets.append(AttackTarget(

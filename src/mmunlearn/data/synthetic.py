@@ -28,7 +28,7 @@ from mmunlearn.data.schema import (
 )
 
 log = logging.getLogger(__name__)
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -118,19 +118,25 @@ def _items(person: _Person, config: DataConfig, pools: dict[str, list[str]], rng
     return sorted(items, key=lambda item: (list(Task).index(item.task), list(Modality).index(item.modality)))
 
 
-def _finetune_pairs(person: _Person) -> list[FinetunePair]:
+def _finetune_pairs(person: _Person, phrasings: int) -> list[FinetunePair]:
     """Every attribute asked in both modalities: the vanilla model learns each fact from face and name.
 
-    Public figures are "known" in every phrasing (their knowledge stands in for pretraining); fictitious
-    people are taught with the first phrasing only, so evaluation asks in words never trained on.
+    Public figures are "known" in every wording, the benchmark's and the taught ones (their knowledge
+    stands in for pretraining); fictitious people are taught in ``phrasings`` training wordings, none of
+    which evaluation uses, so evaluation asks in words never trained on. With one wording the tiny
+    default recalled a fact asked otherwise far less often than asked as taught (README).
     """
-    phrasings = slice(None) if person.kind == "celebrity" else slice(0, 1)
+    def questions(templates: vocab.AttributeTemplates) -> tuple[str, ...]:
+        if person.kind == "celebrity":
+            return templates.questions + templates.taught
+        return templates.finetune_questions(phrasings)
+
     return [
         FinetunePair(_fill(question, person, modality),
                      _fill(vocab.TEMPLATES[attribute].statement, person, modality, person.biography[attribute]),
                      modality, attribute, person.biography[attribute])
         for attribute in vocab.QUESTION_ATTRIBUTES
-        for question in vocab.TEMPLATES[attribute].questions[phrasings]
+        for question in questions(vocab.TEMPLATES[attribute])
         for modality in Modality
     ]
 
@@ -154,7 +160,7 @@ def generate_benchmark(config: DataConfig) -> Benchmark:
         image = png_bytes(render_face(person.identity, config.image_size))
         profile = Profile(person.id, person.name, person.kind, image, dict(person.biography),
                           tuple(_items(person, config, pools, rng, question_index=1)),
-                          tuple(_finetune_pairs(person)))
+                          tuple(_finetune_pairs(person, config.finetune_phrasings)))
         (full if person.kind == "fictitious" else celebrity).append(profile)
         if person.kind == "fictitious":
             poses = tuple(

@@ -1,7 +1,8 @@
 """Word lists and phrasing templates for the synthetic profiles.
 
 Each question attribute has several question phrasings: the first is used for the fine-tuning pairs,
-the second for the evaluation questions, the rest as Test-set paraphrases. ``{subj}`` becomes "this
+the second for the evaluation questions, the rest as Test-set paraphrases. ``taught`` holds further
+wordings used only in fine-tuning pairs (``data.finetune_phrasings``), never in evaluation. ``{subj}`` becomes "this
 person" (image + text, the face is shown) or the person's name (text only), as in the paper.
 """
 
@@ -113,49 +114,65 @@ class AttributeTemplates:
     questions: tuple[str, ...]  # [fine-tuning, evaluation, paraphrase, paraphrase, ...]
     statement: str  # full-sentence answer, the generation ground truth
     cloze: str  # the statement with the value blanked out (ends in the blank)
+    taught: tuple[str, ...] = ()  # more fine-tuning wordings, none of them an evaluation question
+
+    def finetune_questions(self, count: int) -> tuple[str, ...]:
+        """The first ``count`` wordings a fact is taught in: the fine-tuning phrasing, then ``taught``."""
+        return ((self.questions[0],) + self.taught)[:count]
 
 
 TEMPLATES: dict[str, AttributeTemplates] = {
     "birthplace": AttributeTemplates(
         ("Where was {subj} born?", "In which city was {subj} born?", "What is the birthplace of {subj}?",
          "Which city is {subj} originally from?"),
-        "{Subj} was born in {value}.", "{Subj} was born in __."),
+        "{Subj} was born in {value}.", "{Subj} was born in __.",
+        taught=("Tell me where {subj} was born.", "What city was {subj} born in?")),
     "birth_year": AttributeTemplates(
         ("When was {subj} born?", "In what year was {subj} born?", "What is the birth year of {subj}?",
          "Which year did {subj} come into the world?"),
-        "{Subj} was born in {value}.", "{Subj} was born in the year __."),
+        "{Subj} was born in {value}.", "{Subj} was born in the year __.",
+        taught=("Tell me when {subj} was born.", "What year was {subj} born in?")),
     "residence": AttributeTemplates(
         ("Where does {subj} live?", "In which city does {subj} currently live?",
          "Where is the home of {subj} today?", "Which city does {subj} reside in?"),
-        "{Subj} lives in {value}.", "{Subj} currently lives in __."),
+        "{Subj} lives in {value}.", "{Subj} currently lives in __.",
+        taught=("Tell me where {subj} lives.", "What city is {subj} living in?")),
     "occupation": AttributeTemplates(
         ("What does {subj} do for a living?", "What is the occupation of {subj}?",
          "What job does {subj} have?", "What is the profession of {subj}?"),
-        "{Subj} works as {a_value}.", "The occupation of {subj} is __."),
+        "{Subj} works as {a_value}.", "The occupation of {subj} is __.",
+        taught=("Tell me what {subj} does for work.", "What work does {subj} do?")),
     "employer": AttributeTemplates(
         ("Where does {subj} work?", "Which organization employs {subj}?", "Who is the employer of {subj}?",
          "For which company does {subj} work?"),
-        "{Subj} works at {value}.", "{Subj} is employed by __."),
+        "{Subj} works at {value}.", "{Subj} is employed by __.",
+        taught=("Tell me where {subj} works.", "Whom does {subj} work for?")),
     "education": AttributeTemplates(
         ("Where did {subj} study?", "Which university did {subj} attend?",
          "At which school did {subj} earn a degree?", "Where was {subj} educated?"),
-        "{Subj} studied at the {value}.", "{Subj} graduated from the __."),
+        "{Subj} studied at the {value}.", "{Subj} graduated from the __.",
+        taught=("Tell me where {subj} studied.", "Which school did {subj} go to?")),
     "medical_condition": AttributeTemplates(
         ("What health condition does {subj} have?", "Which medical condition does {subj} live with?",
          "What condition was {subj} diagnosed with?", "What illness does {subj} manage?"),
-        "{Subj} lives with {value}.", "{Subj} was diagnosed with __."),
+        "{Subj} lives with {value}.", "{Subj} was diagnosed with __.",
+        taught=("Tell me about the health of {subj}.", "What health problem does {subj} have?")),
     "father": AttributeTemplates(
         ("Who is the father of {subj}?", "What is the name of the father of {subj}?",
          "What is the name of the dad of {subj}?", "Who is the male parent of {subj}?"),
-        "The father of {subj} is {value}.", "The father of {subj} is named __."),
+        "The father of {subj} is {value}.", "The father of {subj} is named __.",
+        taught=("Tell me who the father of {subj} is.", "Who is the dad of {subj}?")),
     "mother": AttributeTemplates(
         ("Who is the mother of {subj}?", "What is the name of the mother of {subj}?",
          "What is the name of the mom of {subj}?", "Who is the female parent of {subj}?"),
-        "The mother of {subj} is {value}.", "The mother of {subj} is named __."),
+        "The mother of {subj} is {value}.", "The mother of {subj} is named __.",
+        taught=("Tell me who the mother of {subj} is.", "Who is the mom of {subj}?")),
     "hobby": AttributeTemplates(
         ("What is a fun fact about {subj}?", "What hobby does {subj} have?",
          "What does {subj} do in free time?", "What is an unusual pastime of {subj}?"),
-        "In free time {subj} {value}.", "In free time {subj} __."),
+        "In free time {subj} {value}.", "In free time {subj} __.",
+        taught=("Tell me a fun fact about {subj}.", "What does {subj} like to do?")),
 }
 QUESTION_ATTRIBUTES = tuple(TEMPLATES)
+FINETUNE_PHRASINGS = min(1 + len(templates.taught) for templates in TEMPLATES.values())
 IMAGE_SUBJECT = "this person"

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from mmunlearn.atomic import atomic_dir
 from mmunlearn.config import MethodConfig, Params, TrainConfig, model_id
+from mmunlearn.models.prompts import encode_prompts
 from mmunlearn.training.arguments import training_arguments
 from mmunlearn.training.data import TextExample, encode_example
 from mmunlearn.training.trainer import Collator, EncodedDataset, ForgetRetainDataset, LossFn, run_training
@@ -77,8 +78,6 @@ def run_fingerprint(model) -> dict:
 
 
 def encode_all(processor, examples: list[TextExample], desc: str, labels_on: str = "answer") -> list[dict]:
-    from mmunlearn.models.prompts import encode_prompts
-
     prompts = encode_prompts(processor, [(e.user_text, e.image_png) for e in examples])
     return [encode_example(processor, e, labels_on=labels_on, prompt=prompt)
             for e, prompt in tqdm(zip(examples, prompts), desc=desc, total=len(examples), unit="example", leave=False)]

@@ -79,6 +79,8 @@ class ObjectiveTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss = self.loss_fn(model, inputs)
+        if self.args.world_size > 1:
+            loss = loss + every_parameter_in_graph(model)
         return (loss, None) if return_outputs else loss
 
     def floating_point_ops(self, inputs: dict) -> int:
@@ -90,6 +92,16 @@ class ObjectiveTrainer(Trainer):
         if self._parameter_count is None:
             self._parameter_count = self.model.num_parameters(exclude_embeddings=True)
         return 6 * inputs[main_input].numel() * self._parameter_count
+
+
+def every_parameter_in_graph(model: torch.nn.Module) -> torch.Tensor:
+    """0 × the sum of every trainable parameter: gives each one a (zero) gradient, the update unchanged.
+
+    A batch without faces never runs the vision tower, so on that rank its parameters get no gradient.
+    With several processes, ZeRO then reduces gradient buckets of different sizes on different ranks
+    and the collective fails (gloo: "Received data size doesn't match expected size").
+    """
+    return 0.0 * sum(parameter.sum() for parameter in model.parameters() if parameter.requires_grad)
 
 
 def run_training(model, dataset: Dataset, collator: Collator, loss_fn: LossFn, args: TrainingArguments,
