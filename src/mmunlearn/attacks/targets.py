@@ -1,10 +1,10 @@
 """What the attacks try to extract: each forget profile's trained facts, with their rephrasings and poses.
 
-A target is one fact of a forget profile (an attribute asked with the face or by name), from its first
-fine-tuning pair (a fact taught in several wordings is attacked once): the question the model was trained on, the trained answer sentence ("This person was born in Turku,
-Finland.") and the fact inside it (``value``, "Turku, Finland"). Black-box attacks ask the
-question again, reworded and with other pictures of the face; white-box attacks read the model's
-hidden states where the fact would be said next.
+A target is one fact of a forget profile (an attribute asked with the face or by name), taken from its
+first fine-tuning pair (a fact taught in several wordings is attacked once): the question the model was
+trained on, the trained answer sentence ("This person was born in Turku, Finland.") and the fact inside
+it (``value``, "Turku, Finland"). Black-box attacks ask the question again, reworded and with other
+pictures of the face; white-box attacks read the model's hidden states where the fact would be said next.
 
 Rephrasings come from the data, not from a template list of ours: every Test-set question about the
 same attribute in the same modality is a paraphrase (the person's name replaced, so another profile's
