@@ -3,7 +3,7 @@
 For each profile of a split and each attribute of the synthetic data, asks every wording the
 vocabulary holds — the taught ones (fine-tuning), the evaluation one and the Test-set paraphrases —
 by name and with the face, under the generation instruction, greedy. A reply recalls the fact when it
-contains the true value (case-insensitive, the fill-in-the-blank rule). Prints a row per modality ×
+contains the true value (``cloze_match``, the fill-in-the-blank rule). Prints a row per modality ×
 wording; the README's table of vanilla recipes was measured with it.
 
     .venv/bin/python benchmarks/wording_recall.py --model vanilla --split retain --profiles 30
@@ -19,6 +19,7 @@ from mmunlearn.data import vocab
 from mmunlearn.data.schema import Modality
 from mmunlearn.data.splits import load_split
 from mmunlearn.evaluation.engine import Request, generate_replies
+from mmunlearn.evaluation.metrics import cloze_match
 from mmunlearn.models.prompts import generation_text
 from mmunlearn.models.study import load_study_model
 
@@ -51,11 +52,11 @@ def main() -> None:
                     shown = modality is Modality.IMAGE
                     question = template.format(subj=vocab.IMAGE_SUBJECT if shown else profile.name)
                     requests.append(Request(generation_text(question), profile.image if shown else None))
-                    keys.append((modality.value, label, profile.biography[attribute].lower()))
+                    keys.append((modality.value, label, profile.biography[attribute]))
     replies = generate_replies(loaded.model, loaded.processor, requests, params.evaluation.batch_size)
     recalled: dict[tuple[str, str], list[bool]] = defaultdict(list)
     for (modality, label, value), reply in zip(keys, replies):
-        recalled[(modality, label)].append(value in reply.lower())
+        recalled[(modality, label)].append(cloze_match(value, reply))
     print(f"{args.model} on {len(profiles)} {args.split} profiles: share of facts recalled")
     labels = [label for label, _ in wordings(next(iter(vocab.TEMPLATES.values())))]
     for modality in Modality:

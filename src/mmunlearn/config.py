@@ -65,15 +65,13 @@ class DataConfig(_Section):
 
     @model_validator(mode="after")
     def _attributes_cover_questions(self) -> DataConfig:
-        from mmunlearn.data.vocab import QUESTION_ATTRIBUTES
+        from mmunlearn.data.vocab import FINETUNE_PHRASINGS, QUESTION_ATTRIBUTES
 
         if self.questions.total > len(QUESTION_ATTRIBUTES):
             # each question of a modality asks about a different attribute
             raise ValueError(f"questions: at most {len(QUESTION_ATTRIBUTES)} per modality in all")
         if not self.test_pose_difficulties:
             raise ValueError("test_pose_difficulties must name at least one rung")
-        from mmunlearn.data.vocab import FINETUNE_PHRASINGS
-
         if self.finetune_phrasings > FINETUNE_PHRASINGS:
             raise ValueError(f"finetune_phrasings: at most {FINETUNE_PHRASINGS} (the vocabulary's training wordings)")
         return self
