@@ -2,11 +2,14 @@
 
     python benchmarks/eval_throughput.py [--model vanilla] [--sets forget,test] [--limit N] [--device cpu]
     python benchmarks/eval_throughput.py --shape llava-1.5-7b --device cuda --limit 64
+    python benchmarks/eval_throughput.py --shape llava-1.5-geometry-small --sets forget
 
 `--shape llava-1.5-7b` times a model of LLaVA-1.5-7B's exact shape (CLIP ViT-L/14 at 336 px, 576 image
-tokens, a 32-layer 4096-wide Llama, 32k vocabulary) with random bf16 weights, built in place — nothing
-is downloaded; it reads the study's questions through the study tokenizer. Random weights rarely emit
-end-of-sequence, so both protocols then generate their full 50 tokens: the speed of the worst case.
+tokens, a 32-layer 4096-wide Llama, 32k vocabulary) with random weights (bfloat16 on a GPU, float32 on
+CPU), built in place — nothing is downloaded; it reads the study's questions through the study
+tokenizer. `llava-1.5-geometry-small` keeps LLaVA-1.5's 576 image tokens at small widths, for a CPU.
+Random weights rarely emit end-of-sequence, so both protocols then generate their full 50 tokens: the
+speed of the worst case.
 
 `official` runs as eval.py runs it: one question at a time, a few-shot demonstration (with its face
 for image questions) before multiple-choice and fill-in-the-blank questions, greedy decoding of up to
@@ -56,11 +59,22 @@ SHAPES = {
                  "max_position_embeddings": 4096},
         "vision_feature_layer": -2,
     },
+    # LLaVA-1.5's image geometry (576 image tokens per face, so the face is most of each prompt) at
+    # widths a CPU runs in minutes: where sharing a face's prefix shows without a GPU.
+    "llava-1.5-geometry-small": {
+        "vision": {"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4,
+                   "num_attention_heads": 4, "image_size": 336, "patch_size": 14, "projection_dim": 256},
+        "text": {"hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 4,
+                 "num_attention_heads": 8, "num_key_value_heads": 8, "vocab_size": 32064,
+                 "max_position_embeddings": 4096},
+        "vision_feature_layer": -2,
+    },
 }
 
 
 def shaped_model(shape: str, study_processor, device: torch.device):
-    """(model, processor): random bf16 weights in ``shape``'s sizes, the study tokenizer, that shape's image size."""
+    """(model, processor): random weights in ``shape``'s sizes (float32 on CPU, else bfloat16), the
+    study tokenizer, that shape's image size."""
     from transformers import (
         CLIPImageProcessor,
         CLIPVisionConfig,
@@ -85,7 +99,7 @@ def shaped_model(shape: str, study_processor, device: torch.device):
         image_seq_length=(side // patch) ** 2)
     torch.manual_seed(0)
     default_dtype = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)
+    torch.set_default_dtype(torch.float32 if device.type == "cpu" else torch.bfloat16)
     try:
         with device:
             model = LlavaForConditionalGeneration(config)

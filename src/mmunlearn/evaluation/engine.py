@@ -1,6 +1,7 @@
 """Batched inference: option-letter scoring in one forward pass, greedy and sampled generation.
 
-The engine knows prompts and tensors, never which method made the model.
+The engine knows prompts and tensors, never which method made the model. Questions about the same
+face share its prompt prefix (`evaluation/prefix.py`); the rest go in length-bucketed batches.
 """
 
 from __future__ import annotations
@@ -12,6 +13,13 @@ import torch
 from tqdm import tqdm
 
 from mmunlearn.data.schema import OPTION_LETTERS
+from mmunlearn.evaluation.prefix import (
+    PrefixBatch,
+    image_token_id,
+    plan_prefix_batches,
+    prefill,
+    prefix_sharing_is_exact,
+)
 from mmunlearn.models.prompts import encode_prompts, render_prompt
 from mmunlearn.training.data import collate
 
@@ -57,6 +65,40 @@ def _model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def _work(model, requests: list[Request], encoded: list[dict], batch_size: int, pad_token_id: int,
+          share_faces: bool = True, for_generate: bool = False) -> list[PrefixBatch | list[int]]:
+    """The batches to run: shared-prefix batches for the questions about one face (when the model computes
+    them exactly as whole prompts), then length-bucketed batches of whole prompts for the rest."""
+    shared, alone = [], list(range(len(encoded)))
+    if share_faces:
+        shared, alone = plan_prefix_batches(encoded, [r.image_png for r in requests], image_token_id(model),
+                                            batch_size, by_length=for_generate)
+        if shared and not prefix_sharing_is_exact(model, encoded, shared[0], pad_token_id):
+            shared, alone = [], list(range(len(encoded)))
+    whole = [[alone[i] for i in batch] for batch in _batches([encoded[i] for i in alone], batch_size)]
+    return [*shared, *whole]
+
+
+def _inputs(model, encoded: list[dict], work: PrefixBatch | list[int], pad_token_id: int,
+            for_generate: bool = False) -> tuple[list[int], dict]:
+    """(the batch's encoded indices in row order, model inputs for the rows' last-token logits).
+
+    ``for_generate``: as generate() takes them — every prompt token's id (a shared prefix's keys and
+    values come cached) and the positions left to the attention mask.
+    """
+    if isinstance(work, PrefixBatch):
+        inputs, prefix_ids = prefill(model, encoded, work, pad_token_id)
+        if for_generate:
+            inputs = {"input_ids": torch.cat([prefix_ids, inputs["input_ids"]], dim=1),
+                      "attention_mask": inputs["attention_mask"], "past_key_values": inputs["past_key_values"]}
+        return work.rows, inputs
+    device = _model_device(model)
+    inputs = {k: v.to(device) for k, v in collate([encoded[i] for i in work], pad_token_id).items()}
+    if for_generate:
+        inputs.pop("position_ids")
+    return work, inputs
+
+
 @torch.no_grad()
 def score_options(model, processor, requests: list[Request], batch_size: int = 32,
                   system_prompt: str | None = None, desc: str = "scoring options",
@@ -66,10 +108,10 @@ def score_options(model, processor, requests: list[Request], batch_size: int = 3
     encoded = encode_prompts(processor, [(r.user_text, r.image_png) for r in requests], system_prompt)
     scores: list[dict[str, float] | None] = [None] * len(requests)
     model.eval()
-    device = _model_device(model)
-    for indices in tqdm(list(_batches(encoded, batch_size)), desc=desc, unit="batch", leave=False):
-        batch = {k: v.to(device) for k, v in collate([encoded[i] for i in indices], processor.tokenizer.pad_token_id).items()}
-        logits = model(**batch, logits_to_keep=1).logits[:, -1, :].float()
+    pad_token_id = processor.tokenizer.pad_token_id
+    for work in tqdm(_work(model, requests, encoded, batch_size, pad_token_id), desc=desc, unit="batch", leave=False):
+        indices, inputs = _inputs(model, encoded, work, pad_token_id)
+        logits = model(**inputs, logits_to_keep=1).logits[:, -1, :].float()
         letter_logprobs = torch.log_softmax(logits, dim=-1)[:, letter_ids].cpu()
         for row, index in enumerate(indices):
             scores[index] = dict(zip(letters, letter_logprobs[row].tolist()))
@@ -96,8 +138,9 @@ def _generate(model, processor, requests: list[Request], batch_size: int, system
               samples: int = 1, sampling: Sampling | None = None, **generate_kwargs) -> list[list[str]]:
     """``samples`` replies per request, batched by prompt length with left padding; stop at end-of-sequence.
 
-    Greedy without ``sampling``; with it, each request's row is repeated ``samples`` times and drawn by
-    ``TopKSampling``.
+    Greedy without ``sampling`` (questions about one face share its prefix); with it, each request's
+    row is repeated ``samples`` times and drawn by ``TopKSampling``, in whole-prompt batches whose first
+    request seeds the draw.
     """
     from transformers import LogitsProcessorList  # only generation needs it (3 s import for report-only commands)
 
@@ -106,9 +149,10 @@ def _generate(model, processor, requests: list[Request], batch_size: int, system
     tokenizer = processor.tokenizer
     model.eval()
     device = _model_device(model)
-    for indices in tqdm(list(_batches(encoded, batch_size)), desc=desc, unit="batch", leave=False):
-        batch = {k: v.to(device) for k, v in collate([encoded[i] for i in indices], tokenizer.pad_token_id).items()}
-        batch.pop("position_ids")  # generate() derives them from the attention mask itself
+    work_list = _work(model, requests, encoded, batch_size, tokenizer.pad_token_id, share_faces=sampling is None,
+                      for_generate=True)
+    for work in tqdm(work_list, desc=desc, unit="batch", leave=False):
+        indices, batch = _inputs(model, encoded, work, tokenizer.pad_token_id, for_generate=True)
         if samples > 1:
             batch = {k: v.repeat_interleave(samples, dim=0) for k, v in batch.items()}
         processors = LogitsProcessorList([sampling.processor(indices[0], device)] if sampling else [])

@@ -1,0 +1,151 @@
+"""Shared prompt prefixes: the questions about one face run the face once.
+
+Every question asked with the same face starts with the same tokens: the chat template's opening and
+the image placeholders. That prefix — the vision tower and the image tokens' keys and values — is
+computed once per face and batch, and its KV cache is repeated for each of the face's questions; only
+the rest of each prompt (the question) runs per row. On LLaVA-1.5 the 576 image tokens are most of a
+prompt's ~650; on the tiny default, 19 of ~55.
+
+The plan is read off the token ids (the longest common prefix of the face's prompts, which must hold
+every image token), never off the model family. A model whose positions are not plain token counts
+(e.g. Qwen2-VL's multimodal rotary positions) would compute a shared row differently from a lone one,
+so `prefix_sharing_is_exact` compares one prompt both ways before a model's questions are shared and
+the engine falls back to whole prompts when they differ.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from dataclasses import dataclass
+
+import torch
+
+log = logging.getLogger(__name__)
+
+# Largest |log p| difference (any of the reference's 10 likeliest next tokens) still counted as the
+# same computation: float32 reorderings give ~1e-5, bfloat16 ~1e-2; wrong positions give units.
+EXACTNESS_TOLERANCE = 0.1
+
+
+@dataclass(frozen=True)
+class PrefixBatch:
+    """Rows that share prefixes: ``prefix_of_row[r]`` indexes ``prefixes``; each row's own tokens are
+    ``encoded[rows[r]]["input_ids"][prefix_length:]``."""
+
+    rows: list[int]
+    prefixes: list[int]  # for each prefix, one encoded prompt that carries it (and its image)
+    prefix_of_row: list[int]
+    prefix_length: int
+
+
+def _common_prefix_length(sequences: list[torch.Tensor]) -> int:
+    shortest = min(len(s) for s in sequences)
+    stacked = torch.stack([s[:shortest] for s in sequences])
+    differs = (stacked != stacked[0]).any(dim=0).nonzero()
+    return int(differs[0]) if len(differs) else shortest
+
+
+def image_token_id(model) -> int | None:
+    """The placeholder id the model's config names for image tokens (None: a text-only model)."""
+    config = model.config
+    for name in ("image_token_id", "image_token_index"):
+        value = getattr(config, name, None)
+        if value is not None:
+            return int(value)
+    return None
+
+
+def plan_prefix_batches(encoded: list[dict], faces: list[bytes | None], image_token: int | None,
+                        batch_size: int, by_length: bool = False) -> tuple[list[PrefixBatch], list[int]]:
+    """(batches of rows that share a face's prefix, indices to run as whole prompts).
+
+    A face's prompts share when there are at least two of them and their common prefix holds every
+    image token of each; each row keeps at least one token of its own (its last-token logits).
+    Rows keep each face's prompts together (each prefix runs once), or with ``by_length`` go in order
+    of length, as whole prompts are bucketed: for generation, where a batch runs until its longest
+    reply ends and similar prompts tend to get similar replies; a face split across batches then runs
+    once in each.
+    """
+    by_face: dict[bytes, list[int]] = {}
+    for index, face in enumerate(faces):
+        if face is not None:
+            by_face.setdefault(face, []).append(index)
+    alone = [i for i, face in enumerate(faces) if face is None]
+    shareable: dict[int, list[int]] = {}  # prefix length → prompts
+    for indices in by_face.values():
+        sequences = [encoded[i]["input_ids"] for i in indices]
+        length = min(_common_prefix_length(sequences), min(len(s) for s in sequences) - 1)
+        holds_image = image_token is not None and all(not (s[length:] == image_token).any() for s in sequences)
+        if len(indices) < 2 or length < 1 or not holds_image:
+            alone += indices
+        else:
+            shareable.setdefault(length, []).extend(indices)
+    batches = []
+    for length, indices in sorted(shareable.items()):
+        if by_length:
+            indices.sort(key=lambda i: (len(encoded[i]["input_ids"]), i))
+        for start in range(0, len(indices), batch_size):
+            rows = indices[start:start + batch_size]
+            first_of_face: dict[bytes, int] = {}
+            for index in rows:
+                first_of_face.setdefault(faces[index], len(first_of_face))
+            prefixes = [next(i for i in rows if faces[i] == face) for face in first_of_face]
+            batches.append(PrefixBatch(rows, prefixes, [first_of_face[faces[i]] for i in rows], length))
+    return batches, sorted(alone)
+
+
+def prefill(model, encoded: list[dict], batch: PrefixBatch, pad_token_id: int) -> tuple[dict, torch.Tensor]:
+    """Run each prefix once. Returns the model inputs for the rows' own tokens (left-padded) on top of
+    the repeated prefix cache — input_ids, attention_mask (prefix + own tokens), position_ids,
+    cache_position, past_key_values — and each row's prefix ids (generation wants the whole prompt)."""
+    device = next(model.parameters()).device
+    length = batch.prefix_length
+    prefix_ids = torch.stack([encoded[i]["input_ids"][:length] for i in batch.prefixes]).to(device)
+    pixel_values = torch.stack([encoded[i]["pixel_values"] for i in batch.prefixes]).to(device)
+    cache = model(input_ids=prefix_ids, pixel_values=pixel_values, attention_mask=torch.ones_like(prefix_ids),
+                  use_cache=True, logits_to_keep=1).past_key_values
+    cache.batch_select_indices(torch.tensor(batch.prefix_of_row, device=device))
+    own = [encoded[i]["input_ids"][length:] for i in batch.rows]
+    width = max(len(tokens) for tokens in own)
+    input_ids = torch.full((len(own), width), pad_token_id, dtype=torch.long)
+    own_mask = torch.zeros((len(own), width), dtype=torch.long)
+    for row, tokens in enumerate(own):
+        input_ids[row, width - len(tokens):] = tokens
+        own_mask[row, width - len(tokens):] = 1
+    attention_mask = torch.cat([torch.ones((len(own), length), dtype=torch.long), own_mask], dim=1)
+    inputs = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device),
+              "position_ids": (length + (own_mask.cumsum(-1) - 1).clamp(min=0)).to(device),
+              "cache_position": torch.arange(length, length + width, device=device), "past_key_values": cache}
+    return inputs, prefix_ids[torch.tensor(batch.prefix_of_row, device=device)]
+
+
+_EXACTNESS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@torch.no_grad()
+def prefix_sharing_is_exact(model, encoded: list[dict], batch: PrefixBatch, pad_token_id: int) -> bool:
+    """Whether a shared row's next-token log-probabilities equal the whole prompt's (checked once per model)."""
+    if model in _EXACTNESS:
+        return _EXACTNESS[model]
+    from mmunlearn.training.data import collate
+
+    device = next(model.parameters()).device
+    probe = PrefixBatch(batch.rows[:1], batch.prefixes[:1], [0], batch.prefix_length)
+    try:
+        inputs, _ = prefill(model, encoded, probe, pad_token_id)
+        shared = torch.log_softmax(model(**inputs, logits_to_keep=1).logits[0, -1].float(), dim=-1)
+    except (AttributeError, TypeError, ValueError, RuntimeError) as error:  # no cache, or one it cannot extend
+        log.warning("this model does not take a shared image prefix (%s): evaluating whole prompts", error)
+        _EXACTNESS[model] = False
+        return False
+    whole_inputs = {k: v.to(device) for k, v in collate([encoded[probe.rows[0]]], pad_token_id).items()}
+    whole = torch.log_softmax(model(**whole_inputs, logits_to_keep=1).logits[0, -1].float(), dim=-1)
+    likeliest = whole.topk(min(10, whole.numel())).indices
+    difference = float((shared[likeliest] - whole[likeliest]).abs().max())
+    exact = difference <= EXACTNESS_TOLERANCE
+    if not exact:
+        log.warning("shared image prefixes change this model's outputs (log-prob difference %.3g): "
+                    "evaluating whole prompts", difference)
+    _EXACTNESS[model] = exact
+    return exact
