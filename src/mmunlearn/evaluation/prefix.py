@@ -4,7 +4,7 @@ Every question asked with the same face starts with the same tokens: the chat te
 the image placeholders. That prefix — the vision tower and the image tokens' keys and values — is
 computed once per face and batch, and its KV cache is repeated for each of the face's questions; only
 the rest of each prompt (the question) runs per row. On LLaVA-1.5 the 576 image tokens are most of a
-prompt's ~650; on the tiny default, 19 of ~55.
+prompt's ~650; on the tiny default a face is 16 tokens of a 47–64-token prompt.
 
 The plan is read off the token ids (the longest common prefix of the face's prompts, which must hold
 every image token), never off the model family. A model whose positions are not plain token counts
