@@ -174,32 +174,31 @@ model = LlamaForCausalLM(cfg)
 opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.0)
 
 
+def last_logits(examples):
+    """Next-token logits after each example's prompt, in one left-padded batch."""
+    seqs = [[BOS] + [tok[w] for w in p_] for p_, _ in examples]
+    L = max(map(len, seqs))
+    ids = torch.tensor([[PAD] * (L - len(s)) + s for s in seqs])
+    att = (ids != PAD).long()
+    pos = (att.cumsum(-1) - 1).clamp(min=0)
+    return model(input_ids=ids, attention_mask=att, position_ids=pos).logits[:, -1]
+
+
+def letters_right(examples):
+    """How many multiple-choice examples have the correct letter's logit highest."""
+    pick = last_logits(examples)[:, [tok[x] for x in letters]].argmax(-1)
+    return sum(letters[int(k)] == a_[0] for k, (_, a_) in zip(pick, examples))
+
+
 @torch.no_grad()
 def evaluate(group, seed=123):
     model.eval()
     r = random.Random(seed)
     exs = [mcq(p_, a, r) for p_ in group for a in ATTRS for _ in range(2)]
-    correct = 0
-    for i in range(0, len(exs), 128):
-        chunk = exs[i:i + 128]
-        seqs = [[BOS] + [tok[w] for w in p_] for p_, _ in chunk]
-        L = max(map(len, seqs))
-        ids = torch.tensor([[PAD] * (L - len(s)) + s for s in seqs])  # left pad
-        att = (ids != PAD).long()
-        pos = (att.cumsum(-1) - 1).clamp(min=0)
-        logits = model(input_ids=ids, attention_mask=att, position_ids=pos).logits[:, -1]
-        pick = logits[:, [tok[x] for x in letters]].argmax(-1)
-        correct += sum(letters[int(k)] == a_[0] for k, (_, a_) in zip(pick, chunk))
+    correct = sum(letters_right(exs[i:i + 128]) for i in range(0, len(exs), 128))
     # recall by QA greedy first token
     qexs = [qa(p_, a) for p_ in group for a in ATTRS]
-    rec = 0
-    seqs = [[BOS] + [tok[w] for w in p_] for p_, _ in qexs]
-    L = max(map(len, seqs))
-    ids = torch.tensor([[PAD] * (L - len(s)) + s for s in seqs])
-    att = (ids != PAD).long()
-    pos = (att.cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=ids, attention_mask=att, position_ids=pos).logits[:, -1]
-    rec = sum(int(k) == tok[a_[0]] for k, (_, a_) in zip(logits.argmax(-1), qexs))
+    rec = sum(int(k) == tok[a_[0]] for k, (_, a_) in zip(last_logits(qexs).argmax(-1), qexs))
     model.train()
     return correct / len(exs), rec / len(qexs)
 
@@ -209,15 +208,9 @@ def evaluate_ic(seed=7):
     model.eval()
     r = random.Random(seed)
     exs = [mcq(random_person(r), r.choice(ATTRS), r, context=True) for _ in range(256)]
-    seqs = [[BOS] + [tok[w] for w in p_] for p_, _ in exs]
-    L = max(map(len, seqs))
-    ids = torch.tensor([[PAD] * (L - len(s)) + s for s in seqs])
-    att = (ids != PAD).long()
-    pos = (att.cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=ids, attention_mask=att, position_ids=pos).logits[:, -1]
-    pick = logits[:, [tok[x] for x in letters]].argmax(-1)
+    correct = letters_right(exs)
     model.train()
-    return sum(letters[int(k)] == a_[0] for k, (_, a_) in zip(pick, exs)) / len(exs)
+    return correct / len(exs)
 
 
 def train(steps, stage, r):

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
+from mmunlearn.training.data import collate
+
 log = logging.getLogger(__name__)
 
 # Largest |log p| difference (any of the reference's 10 likeliest next tokens) still counted as the
@@ -87,11 +89,11 @@ def plan_prefix_batches(encoded: list[dict], faces: list[bytes | None], image_to
             indices.sort(key=lambda i: (len(encoded[i]["input_ids"]), i))
         for start in range(0, len(indices), batch_size):
             rows = indices[start:start + batch_size]
-            first_of_face: dict[bytes, int] = {}
+            carrier: dict[bytes, int] = {}  # face → its first row, which carries the prefix
             for index in rows:
-                first_of_face.setdefault(faces[index], len(first_of_face))
-            prefixes = [next(i for i in rows if faces[i] == face) for face in first_of_face]
-            batches.append(PrefixBatch(rows, prefixes, [first_of_face[faces[i]] for i in rows], length))
+                carrier.setdefault(faces[index], index)
+            slot = {face: number for number, face in enumerate(carrier)}
+            batches.append(PrefixBatch(rows, list(carrier.values()), [slot[faces[i]] for i in rows], length))
     return batches, sorted(alone)
 
 
@@ -105,19 +107,15 @@ def prefill(model, encoded: list[dict], batch: PrefixBatch, pad_token_id: int) -
     pixel_values = torch.stack([encoded[i]["pixel_values"] for i in batch.prefixes]).to(device)
     cache = model(input_ids=prefix_ids, pixel_values=pixel_values, attention_mask=torch.ones_like(prefix_ids),
                   use_cache=True, logits_to_keep=1).past_key_values
-    cache.batch_select_indices(torch.tensor(batch.prefix_of_row, device=device))
-    own = [encoded[i]["input_ids"][length:] for i in batch.rows]
-    width = max(len(tokens) for tokens in own)
-    input_ids = torch.full((len(own), width), pad_token_id, dtype=torch.long)
-    own_mask = torch.zeros((len(own), width), dtype=torch.long)
-    for row, tokens in enumerate(own):
-        input_ids[row, width - len(tokens):] = tokens
-        own_mask[row, width - len(tokens):] = 1
-    attention_mask = torch.cat([torch.ones((len(own), length), dtype=torch.long), own_mask], dim=1)
-    inputs = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device),
-              "position_ids": (length + (own_mask.cumsum(-1) - 1).clamp(min=0)).to(device),
+    row_prefix = torch.tensor(batch.prefix_of_row, device=device)
+    cache.batch_select_indices(row_prefix)
+    own = collate([{"input_ids": encoded[i]["input_ids"][length:]} for i in batch.rows], pad_token_id)
+    rows, width = own["input_ids"].shape
+    attention_mask = torch.cat([torch.ones((rows, length), dtype=torch.long), own["attention_mask"]], dim=1)
+    inputs = {"input_ids": own["input_ids"].to(device), "attention_mask": attention_mask.to(device),
+              "position_ids": (length + own["position_ids"]).to(device),
               "cache_position": torch.arange(length, length + width, device=device), "past_key_values": cache}
-    return inputs, prefix_ids[torch.tensor(batch.prefix_of_row, device=device)]
+    return inputs, prefix_ids[row_prefix]
 
 
 _EXACTNESS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -128,10 +126,8 @@ def prefix_sharing_is_exact(model, encoded: list[dict], batch: PrefixBatch, pad_
     """Whether a shared row's next-token log-probabilities equal the whole prompt's (checked once per model)."""
     if model in _EXACTNESS:
         return _EXACTNESS[model]
-    from mmunlearn.training.data import collate
-
     device = next(model.parameters()).device
-    probe = PrefixBatch(batch.rows[:1], batch.prefixes[:1], [0], batch.prefix_length)
+    probe = PrefixBatch(batch.rows[:1], [batch.prefixes[batch.prefix_of_row[0]]], [0], batch.prefix_length)
     try:
         inputs, _ = prefill(model, encoded, probe, pad_token_id)
         shared = torch.log_softmax(model(**inputs, logits_to_keep=1).logits[0, -1].float(), dim=-1)
