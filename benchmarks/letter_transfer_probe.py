@@ -19,6 +19,23 @@ one thread each, seed 0; D MCQ / U MCQ / U recall):
   steps (0.76 at 5,000, 0.53 at 4,000); with QA instead of biographies 0.65 / 0.51.
 So letters transfer once the model has checked options of the unseen facts against what it knows;
 it needs ~60-100 checked drills per fact, learned jointly with the drilled people.
+
+Does that hold when the unseen people come in a later stage, as the fictitious profiles come after the
+base? `--later_steps`: a first stage (U by biographies only, `--check_u 0`: D 0.985 / U 0.29 at 6,000
+steps, saved with `--save`) is followed by 3,000 steps on 60 new people "L", taught by QA with their
+options marked right/wrong in 30% of the examples (the letter never trained), with `--load`:
+
+    python benchmarks/letter_transfer_probe.py --tied 1 --drill 0.15 --check 0.2 --bio 0.3 \
+        --bio_only_u 1 --bio_once 1 --check_u 0 --load base.pt --later_steps 3000 --later_replay 0.3
+
+L's letter MCQ at 1,000 / 2,000 / 3,000 steps (L recall 0.99-1.00 throughout; D MCQ at the end):
+- all weights, lr 1e-3, 30% of each batch replaying the first stage: 0.61 / 0.75 / 0.76 (D 0.93);
+- all weights, no replay: 0.65 / 0.54 / 0.43 (D 0.27: the first stage is forgotten, letters with it);
+- LoRA r 16 on every linear layer, lr 2e-3, replay 0.3: 0.44 / 0.52 / 0.57 (D 0.96);
+- LoRA, no replay: 0.47 / 0.66 / 0.69 (D 0.36);
+- all weights with replay, no checks (`--later_check 0`): 0.23 / 0.27 / 0.26 (D 0.98).
+So a base that answers letters for its own people lends the skill to people learned later, provided
+those are checked in training; all weights with replay learn it fastest, LoRA more slowly.
 """
 import argparse
 import json
@@ -50,6 +67,16 @@ p.add_argument("--bio_once", type=int, default=0)  # 1: the name once at the sta
 p.add_argument("--check_u", type=float, default=0.0)  # share: checked options on U, marks trained, no letter
 p.add_argument("--bio_only_u", type=int, default=0)  # 1: U is taught by biographies only (no QA for U)
 p.add_argument("--check", type=float, default=0.0)  # share: checked drills (marks trained) on D and in-context
+# A later stage on 60 new people L (QA + their options marked right/wrong, no letter), as a vanilla
+# fine-tune follows the base: its steps, lr, LoRA (r 16, every linear layer) or all weights, its share
+# of checks, and the share of each batch replaying the first stage's mix.
+p.add_argument("--later_steps", type=int, default=0)
+p.add_argument("--later_lr", type=float, default=1e-3)
+p.add_argument("--later_lora", type=int, default=0)
+p.add_argument("--later_check", type=float, default=0.3)
+p.add_argument("--later_replay", type=float, default=0.0)
+p.add_argument("--save", default="")  # the first stage's weights, to try later stages without re-running it
+p.add_argument("--load", default="")
 args = p.parse_args()
 torch.set_num_threads(args.threads)
 rng = random.Random(args.seed)
@@ -70,6 +97,10 @@ PAD, BOS, EOS = 0, 1, 2
 names = rng.sample([(f, l) for f in firsts for l in lasts], 160)
 people = [(n, {a: rng.choice(values[a]) for a in ATTRS}) for n in names]
 D, U, R = people[:60], people[60:120], people[120:]  # R: names for in-context facts only (never recalled)
+# L: people met only in a later stage (a vanilla fine-tune after a base); own generator, so D/U stay as they were
+later_rng = random.Random(args.seed + 2)
+later_names = later_rng.sample(sorted(set((f, l) for f in firsts for l in lasts) - set(names)), 60)
+L = [(n, {a: later_rng.choice(values[a]) for a in ATTRS}) for n in later_names]
 
 
 def qa(person, a):
@@ -125,6 +156,12 @@ def random_person(r):
 
 
 def sample_example(r, stage):
+    if stage == "later":
+        if r.random() < args.later_replay:
+            return sample_example(r, 1)
+        if r.random() < args.later_check:
+            return checked(r.choice(L), r.choice(ATTRS), r)[0], []
+        return qa(r.choice(L), r.choice(ATTRS))
     x = r.random()
     if stage == 2:
         pool = U if r.random() < 0.7 else D
@@ -228,14 +265,29 @@ def train(steps, stage, r):
         if step % args.eval_every == 0 or step == steps:
             d, dr = evaluate(D)
             u, ur = evaluate(U)
+            later = dict(zip(("L_mcq", "L_rec"), map(lambda x: round(x, 3), evaluate(L)))) if args.later_steps else {}
             print(json.dumps({"stage": stage, "step": step, "loss": round(loss.item(), 3), "D_mcq": round(d, 3),
-                              "D_rec": round(dr, 3), "U_mcq": round(u, 3), "U_rec": round(ur, 3),
+                              "D_rec": round(dr, 3), "U_mcq": round(u, 3), "U_rec": round(ur, 3), **later,
                               "IC": round(evaluate_ic(), 3),
                               "s": round(time.time() - t0)}), flush=True)
 
 
 print(vars(args), flush=True)
 r = random.Random(args.seed + 1)
-train(args.steps, 1, r)
+if args.load:
+    model.load_state_dict(torch.load(args.load))
+else:
+    train(args.steps, 1, r)
+    if args.save:
+        torch.save(model.state_dict(), args.save)
 if args.steps2:
     train(args.steps2, 2, r)
+if args.later_steps:
+    if args.later_lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=16, target_modules="all-linear"))
+    opt = torch.optim.AdamW([w for w in model.parameters() if w.requires_grad], lr=args.later_lr,
+                            betas=(0.9, 0.98), weight_decay=0.0)
+    args.lr = args.later_lr
+    train(args.later_steps, "later", r)

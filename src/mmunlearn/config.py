@@ -93,7 +93,7 @@ class ValidateConfig(_Section):
 
 
 # How fine-tuning pairs are turned into training examples (training/examples.py).
-ExampleFormat = Literal["qa", "generation", "mcq", "mcq_check", "cloze"]
+ExampleFormat = Literal["qa", "generation", "mcq", "mcq_check", "option_check", "cloze"]
 
 
 class TinyModelConfig(_Section):

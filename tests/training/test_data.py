@@ -5,6 +5,7 @@ import torch
 
 from mmunlearn.config import DataConfig
 from mmunlearn.data.synthetic import generate_benchmark
+from mmunlearn.models.prompts import encode_prompt
 from mmunlearn.models.tiny import build_tiny_model, tokenizer_corpus
 from mmunlearn.training.data import IGNORE_INDEX, TextExample, collate, encode_example
 from tests.models.test_tiny import SMALL_ARCH
@@ -61,6 +62,16 @@ def test_prompt_targets_are_learned_wherever_they_occur(processor):
     assert learned_text.count("(wrong)") == 2 and learned_text.count("(right)") == 1
     assert "Oslo" not in learned_text and "Which" not in learned_text  # the rest of the prompt stays masked
     assert learned_text.endswith("B</s>")
+
+
+def test_an_example_without_an_answer_trains_its_prompt_targets_only(processor):
+    processor, _ = processor
+    prompt = "Which city?\nA: Oslo (wrong)\nB: Tartu (right)"
+    encoded = encode_example(processor, TextExample(prompt, "", None, prompt_targets=(" (right)", " (wrong)")))
+    ids, labels = encoded["input_ids"], encoded["labels"]
+    learned_text = processor.tokenizer.decode(ids[labels != IGNORE_INDEX])
+    assert learned_text.count("(wrong)") == 1 and learned_text.count("(right)") == 1
+    assert torch.equal(ids, encode_prompt(processor, prompt, None)["input_ids"])  # no reply, no EOS
 
 
 def test_a_prompt_target_missing_from_the_prompt_is_an_error(processor):

@@ -86,6 +86,10 @@ def test_checked_drills_mark_every_option_and_train_on_the_marks(benchmark):
         assert drill.prompt_targets == (RIGHT, WRONG)
     plain = build_examples(profiles, ("mcq",), mcq_drills=2, seed=3)
     assert all(not d.prompt_targets and RIGHT not in d.user_text for d in plain)
+    # option_check: the same marked options (same draws for the same seed), nothing to reply
+    marks_only = build_examples(profiles, ("option_check",), mcq_drills=2, seed=3)
+    assert [d.user_text for d in marks_only] == [d.user_text for d in drills]
+    assert all(d.answer == "" and d.prompt_targets == (RIGHT, WRONG) for d in marks_only)
 
 
 def test_drill_modality_limits_drills_but_not_facts(benchmark):

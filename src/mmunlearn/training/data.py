@@ -65,8 +65,9 @@ def encode_example(processor, example: TextExample, system_prompt: str | None = 
                                                                      example.image_png, system_prompt)
     tokenizer = processor.tokenizer
     prompt_ids = encoded["input_ids"]
+    # An example without an answer (a checked drill's marks alone) trains its prompt targets only.
     answer_ids = torch.tensor(tokenizer(" " + example.answer, add_special_tokens=False)["input_ids"]
-                              + [tokenizer.eos_token_id], dtype=prompt_ids.dtype)
+                              + [tokenizer.eos_token_id] if example.answer else [], dtype=prompt_ids.dtype)
     answer_labels = answer_ids.clone()
     span = fact_tokens(tokenizer, example.answer, example.fact) if labels_on == "fact" and example.fact in example.answer and example.fact else None
     if span is not None:

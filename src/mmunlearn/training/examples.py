@@ -9,6 +9,9 @@
   trained on as well as the letter. Four checked options per question is a dense signal that teaches
   a small model to test each option against what it knows — the step a plain drill (one letter per
   question) leaves it to discover alone, which took the tiny model thousands of steps longer.
+- ``option_check``: the same marked options with the marks alone trained, no reply: the letter is
+  never taught for these facts (benchmarks/letter_transfer_probe.py: with a base that answers letters
+  for its own people, checked later people are then answered by letter too).
 - ``cloze``: the pair's answer sentence with its value blanked, under the fill-in-the-blank
   instruction; reply = the value. A drill whose prompt equals one of the person's evaluation items
   is skipped, so no evaluation prompt is ever trained on.
@@ -71,23 +74,24 @@ def build_examples(profiles: Sequence[Profile], formats: Sequence[str] = ("qa",)
             if (not pair.value or len(distractors) < len(OPTION_LETTERS) - 1
                     or drill_modality not in (None, pair.modality)):
                 continue
-            for kind in ("mcq", "mcq_check"):
+            for kind in ("mcq", "mcq_check", "option_check"):
                 for _ in range(mcq_drills if kind in formats else 0):
                     choices = rng.sample(distractors, len(OPTION_LETTERS) - 1) + [pair.value]
                     rng.shuffle(choices)
-                    examples.append(_mcq_drill(pair.question, choices, pair.value, image, kind == "mcq_check"))
+                    examples.append(_mcq_drill(pair.question, choices, pair.value, image, kind))
     return examples
 
 
 RIGHT, WRONG = " (right)", " (wrong)"
 
 
-def _mcq_drill(question: str, choices: list[str], value: str, image: bytes | None, checked: bool) -> TextExample:
+def _mcq_drill(question: str, choices: list[str], value: str, image: bytes | None, kind: str) -> TextExample:
     letter = OPTION_LETTERS[choices.index(value)]
-    if not checked:
+    if kind == "mcq":
         return TextExample(mcq_text(question, dict(zip(OPTION_LETTERS, choices))), letter, image)
     marked = [choice + (RIGHT if choice == value else WRONG) for choice in choices]
-    return TextExample(mcq_text(question, dict(zip(OPTION_LETTERS, marked))), letter, image, (RIGHT, WRONG))
+    reply = letter if kind == "mcq_check" else ""  # option_check: the marks alone, no reply
+    return TextExample(mcq_text(question, dict(zip(OPTION_LETTERS, marked))), reply, image, (RIGHT, WRONG))
 
 
 def vocabulary_examples(profiles: Sequence[Profile]) -> list[TextExample]:
