@@ -27,6 +27,7 @@ from mmunlearn.config import load_params
 from mmunlearn.data.schema import OPTION_LETTERS, Modality
 from mmunlearn.data.splits import load_split
 from mmunlearn.evaluation.engine import Request, score_options
+from mmunlearn.evaluation.metrics import predicted_letter
 from mmunlearn.models.prompts import mcq_text
 from mmunlearn.models.study import load_study_model
 from mmunlearn.training.data import TextExample, collate, encode_example
@@ -39,10 +40,6 @@ def mark_token_ids(tokenizer) -> tuple[int, int]:
     wrong = tokenizer(WRONG, add_special_tokens=False)["input_ids"]
     k = next(i for i, (a, b) in enumerate(zip(right, wrong)) if a != b)
     return right[k], wrong[k]
-
-
-def best_letter(scores: dict[str, float]) -> str:
-    return max(scores, key=scores.get)
 
 
 @torch.no_grad()
@@ -102,9 +99,9 @@ def main() -> None:
         letters = score_options(model, processor, plain)
         marked = score_options(model, processor, [Request(d.user_text, d.image_png) for d in chosen])
         n = len(chosen)
-        print(f"{modality.value}: letter {sum(best_letter(s) == d.answer for s, d in zip(letters, chosen)) / n:.3f}"
+        print(f"{modality.value}: letter {sum(predicted_letter(s) == d.answer for s, d in zip(letters, chosen)) / n:.3f}"
               f"  check {checked / n:.3f}"
-              f"  marked {sum(best_letter(s) == d.answer for s, d in zip(marked, chosen)) / n:.3f}  (n={n})")
+              f"  marked {sum(predicted_letter(s) == d.answer for s, d in zip(marked, chosen)) / n:.3f}  (n={n})")
 
 
 if __name__ == "__main__":

@@ -97,10 +97,11 @@ PAD, BOS, EOS = 0, 1, 2
 names = rng.sample([(f, l) for f in firsts for l in lasts], 160)
 people = [(n, {a: rng.choice(values[a]) for a in ATTRS}) for n in names]
 D, U, R = people[:60], people[60:120], people[120:]  # R: names for in-context facts only (never recalled)
-# L: people met only in a later stage (a vanilla fine-tune after a base); own generator, so D/U stay as they were
+# LATER ("L" in the output): people met only in a later stage, as a vanilla fine-tune follows a base;
+# own generator, so D and U stay as they were
 later_rng = random.Random(args.seed + 2)
 later_names = later_rng.sample(sorted(set((f, l) for f in firsts for l in lasts) - set(names)), 60)
-L = [(n, {a: later_rng.choice(values[a]) for a in ATTRS}) for n in later_names]
+LATER = [(n, {a: later_rng.choice(values[a]) for a in ATTRS}) for n in later_names]
 
 
 def qa(person, a):
@@ -160,8 +161,8 @@ def sample_example(r, stage):
         if r.random() < args.later_replay:
             return sample_example(r, 1)
         if r.random() < args.later_check:
-            return checked(r.choice(L), r.choice(ATTRS), r)[0], []
-        return qa(r.choice(L), r.choice(ATTRS))
+            return checked(r.choice(LATER), r.choice(ATTRS), r)[0], []
+        return qa(r.choice(LATER), r.choice(ATTRS))
     x = r.random()
     if stage == 2:
         pool = U if r.random() < 0.7 else D
@@ -265,7 +266,7 @@ def train(steps, stage, r):
         if step % args.eval_every == 0 or step == steps:
             d, dr = evaluate(D)
             u, ur = evaluate(U)
-            later = dict(zip(("L_mcq", "L_rec"), map(lambda x: round(x, 3), evaluate(L)))) if args.later_steps else {}
+            later = dict(zip(("L_mcq", "L_rec"), map(lambda x: round(x, 3), evaluate(LATER)))) if args.later_steps else {}
             print(json.dumps({"stage": stage, "step": step, "loss": round(loss.item(), 3), "D_mcq": round(d, 3),
                               "D_rec": round(dr, 3), "U_mcq": round(u, 3), "U_rec": round(ur, 3), **later,
                               "IC": round(evaluate_ic(), 3),
