@@ -174,6 +174,9 @@ class FinetuneConfig(ExampleRecipe):
 
     formats: tuple[ExampleFormat, ...] = ("qa", "mcq", "cloze")
     mcq_drills: int = Field(1, ge=0)
+    # Also train this fraction of the public figures' examples, in the same formats (rehearsal), so
+    # fine-tuning keeps what the base model knew about them: the celebrity set measures that knowledge.
+    celebrity_rehearsal: float = Field(0.0, ge=0, le=1)
     lora: LoraSettings = LoraSettings()
 
 

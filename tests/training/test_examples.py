@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 
 from mmunlearn.config import DataConfig
-from mmunlearn.data.schema import Modality
+from mmunlearn.data.schema import OPTION_LETTERS, Modality
 from mmunlearn.data.synthetic import generate_benchmark
 from mmunlearn.models.prompts import GENERATION_INSTRUCTION, MCQ_INSTRUCTION
 from mmunlearn.training.examples import build_examples, value_pools
@@ -124,3 +124,30 @@ def test_vocabulary_lets_the_base_say_every_word_a_fictitious_answer_needs(bench
     people = {p.name for p in profiles}
     assert all(e.answer in people or not any(name in e.answer for name in people) for e in vocabulary)
     assert not any(p.name in e.user_text for p in profiles for e in vocabulary)  # no one's fact
+
+
+
+def test_celebrity_rehearsal_adds_the_public_figures_in_the_same_formats(benchmark):
+    from types import SimpleNamespace
+
+    from mmunlearn.config import FinetuneConfig
+    from mmunlearn.training.stages import finetune_examples
+
+    split = SimpleNamespace(forget=benchmark.full[:2], retain=benchmark.full[2:], celebrity=benchmark.celebrity)
+    people = split.forget + split.retain
+    config = FinetuneConfig(formats=("generation", "mcq"), mcq_drills=2)
+    plain = finetune_examples(config, people, split)
+    rehearsed = finetune_examples(config.model_copy(update={"celebrity_rehearsal": 1.0}), people, split)
+    assert rehearsed[:len(plain)] == plain  # the fictitious examples are unchanged
+    extra = rehearsed[len(plain):]
+    part = finetune_examples(config.model_copy(update={"celebrity_rehearsal": 0.25}), people, split)[len(plain):]
+    assert len(part) == round(len(extra) / 4) and all(e in extra for e in part)
+    celebrity_questions = {pair.question for profile in benchmark.celebrity for pair in profile.finetune_pairs}
+    assert extra and all(any(q in e.user_text for q in celebrity_questions) for e in extra)
+    # a rehearsed drill offers other public figures' values, never a fictitious person's
+    celebrity_values = {v for values in value_pools(benchmark.celebrity).values() for v in values}
+    drills = [e for e in extra if e.answer in OPTION_LETTERS]
+    assert drills
+    for drill in drills:
+        options = [line.split(": ", 1)[1] for line in drill.user_text.splitlines() if line[:2] in {f"{x}:" for x in OPTION_LETTERS}]
+        assert len(options) == len(OPTION_LETTERS) and set(options) <= celebrity_values, options

@@ -20,7 +20,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mmunlearn.atomic import atomic_dir
-from mmunlearn.config import MethodConfig, Params, TrainConfig, model_id
+from mmunlearn.config import FinetuneConfig, MethodConfig, Params, TrainConfig, model_id
 from mmunlearn.models.prompts import encode_prompts
 from mmunlearn.training.arguments import training_arguments
 from mmunlearn.training.data import TextExample, encode_example
@@ -124,13 +124,29 @@ def train_on_examples(params: Params, stage: str, model_name: str, model, datase
         log.info("%s: wrote %s", stage, target)
 
 
+def finetune_examples(config: FinetuneConfig, people, split) -> list[TextExample]:
+    """The fine-tuning examples of ``people`` (distractors drawn from every fictitious profile), plus a
+    ``celebrity_rehearsal`` fraction of the public figures' examples in the same formats (a fixed draw)."""
+    import random
+
+    from mmunlearn.training.examples import build_examples, value_pools
+
+    examples = build_examples(people, config.formats, config.mcq_drills, config.seed,
+                              value_pools(split.forget + split.retain), drill_modality=config.drill_modality)
+    if config.celebrity_rehearsal > 0:  # own value pools: a celebrity's options are other celebrities' values
+        public = build_examples(split.celebrity, config.formats, config.mcq_drills, config.seed + 1,
+                                drill_modality=config.drill_modality)
+        kept = random.Random(config.seed + 2).sample(range(len(public)), round(config.celebrity_rehearsal * len(public)))
+        examples += [public[index] for index in sorted(kept)]
+    return examples
+
+
 def finetune(params: Params, subset: str = "all") -> Path:
     """LoRA on the fictitious profiles: every one (the vanilla model), or the retain set only (NPO's reference)."""
     from mmunlearn.data.splits import load_split
     from mmunlearn.methods.common import answer_nll
     from mmunlearn.models.loading import add_lora, save_adapter
     from mmunlearn.models.study import load_study_model
-    from mmunlearn.training.examples import build_examples, value_pools
 
     config = params.finetune
     seed_everything(config.seed)
@@ -139,8 +155,7 @@ def finetune(params: Params, subset: str = "all") -> Path:
     name = "vanilla" if subset == "all" else "retain"
     loaded = load_study_model(params)
     model = add_lora(loaded.model, config.lora)
-    examples = build_examples(people, config.formats, config.mcq_drills, config.seed,
-                              value_pools(split.forget + split.retain), drill_modality=config.drill_modality)
+    examples = finetune_examples(config, people, split)
     dataset = EncodedDataset(encode_all(loaded.processor, examples, f"{name}: encoding"))
     target = params.paths.models / name
     train_on_examples(params, "finetune", name, model, dataset, config, answer_nll,
