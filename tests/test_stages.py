@@ -17,7 +17,7 @@ MICRO = {
     "model": {"tiny": {"vocab_size": 400, "vision_hidden": 32, "text_hidden": 64, "text_layers": 2,
                        "text_intermediate": 128}},
     "base": {"epochs": 1, "batch_size": 32, "mcq_drills": 1},
-    "finetune": {"epochs": 1, "batch_size": 32, "lora": {"r": 4, "alpha": 4}},
+    "finetune": {"epochs": 1, "batch_size": 32, "mcq_drills": 1, "lora": {"r": 4, "alpha": 4}},
     "methods": {"ga": {"title": "GA", "forget": "ga", "epochs": 1, "batch_size": 8, "lr": 1e-3},
                 "hp_defense": {"title": "HPDefense", "forget": "head_projection_defense", "labels_on": "fact",
                                "lens_layers": [-2, -1], "retain": "nll", "epochs": 1, "batch_size": 8}},

@@ -149,5 +149,6 @@ def test_celebrity_rehearsal_adds_the_public_figures_in_the_same_formats(benchma
     drills = [e for e in extra if e.answer in OPTION_LETTERS]
     assert drills
     for drill in drills:
-        options = [line.split(": ", 1)[1] for line in drill.user_text.splitlines() if line[:2] in {f"{x}:" for x in OPTION_LETTERS}]
+        labels = {f"{letter}:" for letter in OPTION_LETTERS}
+        options = [line.split(": ", 1)[1] for line in drill.user_text.splitlines() if line[:2] in labels]
         assert len(options) == len(OPTION_LETTERS) and set(options) <= celebrity_values, options

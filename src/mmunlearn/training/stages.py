@@ -136,7 +136,8 @@ def finetune_examples(config: FinetuneConfig, people, split) -> list[TextExample
     if config.celebrity_rehearsal > 0:  # own value pools: a celebrity's options are other celebrities' values
         public = build_examples(split.celebrity, config.formats, config.mcq_drills, config.seed + 1,
                                 drill_modality=config.drill_modality)
-        kept = random.Random(config.seed + 2).sample(range(len(public)), round(config.celebrity_rehearsal * len(public)))
+        share = round(config.celebrity_rehearsal * len(public))
+        kept = random.Random(config.seed + 2).sample(range(len(public)), share)
         examples += [public[index] for index in sorted(kept)]
     return examples
 
