@@ -126,7 +126,6 @@ def test_vocabulary_lets_the_base_say_every_word_a_fictitious_answer_needs(bench
     assert not any(p.name in e.user_text for p in profiles for e in vocabulary)  # no one's fact
 
 
-
 def test_celebrity_rehearsal_adds_the_public_figures_in_the_same_formats(benchmark):
     from types import SimpleNamespace
 
