@@ -2,13 +2,18 @@
 
     python benchmarks/vanilla_letter_sweep.py NAME --train lora --modules_to_save lm_head,embed_tokens \
         --formats generation,cloze,mcq --drills 8 --lr 2e-3 --steps 6000 --eval_every 1000 --out DIR
+    python benchmarks/vanilla_letter_sweep.py NAME --study --set mcq_drills=8 --set lora.alpha=32 --out DIR
+
+`--study` trains the study's own recipe instead: `params.yaml: finetune` with `--set` changes (the
+stage's examples, drawn once, with its celebrity rehearsal; its epochs, batch, lr schedule and Adam
+β2), and ignores the recipe flags above it.
 
 Fine-tunes the study's base (params.yaml, `models/base`) on every fictitious profile, drawing fresh
 drills each epoch, and every `--eval_every` steps scores the letter of every evaluation multiple-choice
 question (the `fast` protocol's scoring) per set and modality. Each evaluation is one JSON line in
 `DIR/results.jsonl` (several runs may share the file). It trains with a plain loop, not the study's
 Trainer, so that many recipes can share one GPU; nothing is saved. `--rehearsal F` makes F of each
-epoch's examples the base's own (public figures in the base's formats, and its vocabulary).
+epoch's examples the base's own (`models.base.base_examples`: public figures, vocabulary).
 
 Measured on one H200 with the scratch form of this script (8 runs side by side, batch 16; forget /
 retain letter MCQ, image / text, chance 0.25):
@@ -17,8 +22,13 @@ retain letter MCQ, image / text, chance 0.25):
 - The same LoRA with the token embeddings trained too (`--modules_to_save lm_head,embed_tokens`),
   8 drills: 0.68 / 0.85 and 0.56 / 0.86 at 6,000 steps; at batch 32, 0.58 / 0.80 and 0.51 / 0.70 at 2,000.
 - All weights, 8 drills: lr 5e-4 0.85 / 0.85 and 0.77 / 0.84 at 7,000 steps; lr 1e-3 0.65 / 0.90 and
-  0.67 / 0.86 at 8,000; lr 2e-3 is slow (retain by name 0.53 at 6,000) and 3e-3 stays at chance. Without rehearsal the public figures' text
-  MCQ falls from 0.92 to 0.33-0.55; rehearsal at 0.3 keeps it at 0.86-0.94 and slows the letters.
+  0.67 / 0.86 at 8,000; lr 2e-3 is slow (retain by name 0.53 at 6,000) and 3e-3 stays at chance.
+  Without rehearsal the public figures' text MCQ falls from 0.92 to 0.33-0.55; rehearsal at 0.3 keeps
+  it at 0.86-0.94 and slows the letters.
+
+With `--study` (the study's recipe at batch 32, celebrity rehearsal 0.3): 5 drills, constant lr, 2 epochs
+0.60 / 0.70 and 0.55 / 0.72; 8 drills with a linear decay over 2.5 epochs (the default since) 0.75-0.85 /
+0.85-0.93 and 0.80-0.82 / 0.85-0.90 over four seeds (`--set seed=N`).
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+from transformers import get_scheduler
 
 from mmunlearn.config import load_params
 from mmunlearn.data.schema import Task, load_benchmark
@@ -38,11 +49,12 @@ from mmunlearn.data.splits import load_split
 from mmunlearn.evaluation.engine import score_options
 from mmunlearn.evaluation.metrics import predicted_letter
 from mmunlearn.evaluation.run import questions_of
+from mmunlearn.models.base import base_examples
 from mmunlearn.models.loading import add_lora
 from mmunlearn.models.study import load_study_model
 from mmunlearn.training.data import collate
-from mmunlearn.training.examples import build_examples, value_pools, vocabulary_examples
-from mmunlearn.training.stages import encode_all
+from mmunlearn.training.examples import build_examples, value_pools
+from mmunlearn.training.stages import encode_all, finetune_examples
 
 
 def parse_args():
@@ -64,7 +76,25 @@ def parse_args():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("."))
+    parser.add_argument("--study", action="store_true", help="train params.yaml's finetune recipe (with --set)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="with --study: change finetune.KEY (dotted, e.g. lora.alpha=32; VALUE is YAML)")
     return parser.parse_args()
+
+
+def study_recipe(params, changes: list[str]):
+    """``params.finetune`` with each KEY=VALUE change laid over it (validated like params.yaml)."""
+    import yaml
+
+    settings = params.finetune.model_dump()
+    for change in changes:
+        key, _, value = change.partition("=")
+        *parents, leaf = key.split(".")
+        section = settings
+        for parent in parents:
+            section = section[parent]
+        section[leaf] = yaml.safe_load(value)
+    return type(params.finetune).model_validate(settings)
 
 
 def letter_accuracy(model, processor, questions) -> dict[str, float]:
@@ -90,7 +120,10 @@ def main() -> None:
     pools = value_pools(people)
     loaded = load_study_model(params)
     processor, model = loaded.processor, loaded.model
-    if args.train == "lora":
+    recipe = study_recipe(params, args.set) if args.study else None
+    if recipe is not None:
+        model = add_lora(model, recipe.lora)
+    elif args.train == "lora":
         trained_in_full = tuple(filter(None, args.modules_to_save.split(",")))
         settings = params.finetune.lora.model_copy(update={"r": args.rank, "alpha": args.rank,
                                                            "modules_to_save": trained_in_full})
@@ -98,15 +131,19 @@ def main() -> None:
     model.to(device).train()
     formats = args.formats.split(",")
     public = []
-    if args.rehearsal > 0:
-        public = encode_all(processor, build_examples(split.celebrity, params.base.formats, params.base.mcq_drills,
-                                                      args.seed + 1, drill_modality=params.base.drill_modality)
-                            + vocabulary_examples(load_benchmark(params.paths.benchmark).full + split.celebrity),
-                            "public figures")
+    if args.rehearsal > 0 and recipe is None:
+        public = encode_all(processor, base_examples(params, load_benchmark(params.paths.benchmark)), "public figures")
     questions = [q for q in questions_of(split) if q.item.task is Task.MCQ]
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / args.warmup))
+    if recipe is not None:  # the stage's examples (drawn once) and the Trainer's optimiser and schedule
+        fixed = encode_all(processor, finetune_examples(recipe, people, split), "encoding")
+        args.batch, args.steps = recipe.batch_size, int(len(fixed) // recipe.batch_size * recipe.epochs)
+        optimizer = torch.optim.AdamW(trainable, lr=recipe.lr, betas=(0.9, recipe.adam_beta2), weight_decay=0.0)
+        schedule = get_scheduler(recipe.lr_schedule, optimizer, num_warmup_steps=recipe.warmup_steps,
+                                 num_training_steps=args.steps)
+    else:
+        optimizer = torch.optim.AdamW(trainable, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.0)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / args.warmup))
     args.out.mkdir(parents=True, exist_ok=True)
 
     def report(step: int) -> None:
@@ -118,8 +155,12 @@ def main() -> None:
     step, epoch, start = 0, 0, time.time()
     report(0)
     while step < args.steps:
-        epoch_examples = encode_all(processor, build_examples(people, formats, args.drills, args.seed + epoch, pools,
-                                                              drill_modality=args.drill_modality), "encoding")
+        if recipe is not None:
+            epoch_examples = list(fixed)
+        else:
+            epoch_examples = encode_all(processor, build_examples(people, formats, args.drills, args.seed + epoch,
+                                                                  pools, drill_modality=args.drill_modality),
+                                        "encoding")
         rehearsed = round(len(epoch_examples) * args.rehearsal / (1 - args.rehearsal)) if public else 0
         epoch_examples += [rng.choice(public) for _ in range(rehearsed)]
         rng.shuffle(epoch_examples)
@@ -127,12 +168,12 @@ def main() -> None:
             batch = {k: v.to(device) for k, v in collate(epoch_examples[first:first + args.batch],
                                                           processor.tokenizer.pad_token_id).items()}
             model(**batch).loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            torch.nn.utils.clip_grad_norm_(trainable, recipe.max_grad_norm if recipe else 1.0)
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            if step % args.eval_every == 0:
+            if step % args.eval_every == 0 or step == args.steps:
                 report(step)
                 print(f"{args.name}: step {step}, {time.time() - start:.0f} s", flush=True)
             if step >= args.steps:

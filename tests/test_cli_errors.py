@@ -38,6 +38,7 @@ def test_missing_params_file(project, capsys):
     ("methods:\n  vanilla: {forget: ga}\n", ("params.yaml", "reserved")),
     ("methods:\n  ga: {forget: ga, reference: oracle}\n", ("params.yaml", "methods.ga.reference")),
     ("unlearn:\n  modalities: [audio]\n", ("params.yaml", "unlearn.modalities")),
+    ("finetune_retain:\n  mcq_drills: -1\n", ("params.yaml", "finetune_retain.mcq_drills")),
 ])
 def test_malformed_params_name_the_field(project, capsys, text, needles):
     (project / "params.yaml").write_text(text)

@@ -349,6 +349,9 @@ class Params(_Section):
     model: ModelConfig = ModelConfig()
     base: BaseConfig = BaseConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    # The retain-only model (NPO's reference): given as changes to ``finetune`` and merged over it, so
+    # the two recipes differ only where said (null: the same recipe). See ``retain_finetune``.
+    finetune_retain: FinetuneConfig | None = None
     methods: dict[str, MethodConfig] = Field(default_factory=lambda: {"ga": MethodConfig()})
     unlearn: UnlearnConfig = UnlearnConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
@@ -356,6 +359,17 @@ class Params(_Section):
     tune: TuneConfig = TuneConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retain_recipe_over_finetune(cls, raw):
+        if isinstance(raw, dict) and isinstance(raw.get("finetune_retain"), dict):
+            raw = {**raw, "finetune_retain": _merged(raw.get("finetune") or {}, raw["finetune_retain"])}
+        return raw
+
+    def retain_finetune(self) -> FinetuneConfig:
+        """The retain-only model's recipe: ``finetune`` with ``finetune_retain``'s changes."""
+        return self.finetune_retain or self.finetune
 
     @model_validator(mode="after")
     def _methods_are_defined(self) -> Params:
@@ -410,6 +424,15 @@ def _describe(error: ValidationError) -> str:
     first = error.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "(top level)"
     return f"{where}: {first['msg']}" + (f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else "")
+
+
+def _merged(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` laid over it, nested mappings merged key by key."""
+    merged = dict(base)
+    for key, value in changes.items():
+        both_mappings = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merged(merged[key], value) if both_mappings else value
+    return merged
 
 
 def load_params(path: Path | str = DEFAULT_PARAMS_FILE) -> Params:

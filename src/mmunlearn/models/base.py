@@ -29,6 +29,18 @@ def base_source(params: Params) -> str | Path:
     return base_dir(params) if params.model.name == TINY else params.model.name
 
 
+def base_examples(params: Params, benchmark) -> list:
+    """The tiny base's pretraining examples: the public figures in ``base.formats`` (+ the vocabulary)."""
+    from mmunlearn.training.examples import build_examples, vocabulary_examples
+
+    config = params.base
+    examples = build_examples(benchmark.celebrity, config.formats, config.mcq_drills, config.seed,
+                              drill_modality=config.drill_modality)
+    if config.vocabulary:
+        examples += vocabulary_examples(benchmark.full + benchmark.celebrity)
+    return examples
+
+
 def build_base(params: Params) -> Path:
     target = base_dir(params)
     if params.model.name != TINY:
@@ -40,7 +52,6 @@ def build_base(params: Params) -> Path:
     from mmunlearn.data.schema import load_benchmark
     from mmunlearn.methods.common import answer_nll
     from mmunlearn.models.tiny import TinyArchitecture, build_tiny_model, save_model, tokenizer_corpus
-    from mmunlearn.training.examples import build_examples, vocabulary_examples
     from mmunlearn.training.stages import encode_all, seed_everything, train_on_examples
     from mmunlearn.training.trainer import EncodedDataset
 
@@ -48,11 +59,7 @@ def build_base(params: Params) -> Path:
     benchmark = load_benchmark(params.paths.benchmark)
     corpus = tokenizer_corpus(benchmark.full + benchmark.celebrity + benchmark.test)
     model, processor = build_tiny_model(corpus, TinyArchitecture(**params.model.tiny.model_dump()))
-    examples = build_examples(benchmark.celebrity, params.base.formats, params.base.mcq_drills, params.base.seed,
-                              drill_modality=params.base.drill_modality)
-    if params.base.vocabulary:
-        examples += vocabulary_examples(benchmark.full + benchmark.celebrity)
-    dataset = EncodedDataset(encode_all(processor, examples, "base: encoding"))
+    dataset = EncodedDataset(encode_all(processor, base_examples(params, benchmark), "base: encoding"))
     train_on_examples(params, "base", TINY, model, dataset, params.base, answer_nll,
                       log_params={"model": params.model.model_dump(mode="json"),
                                   "base": params.base.model_dump(mode="json")},

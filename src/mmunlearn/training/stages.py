@@ -149,7 +149,7 @@ def finetune(params: Params, subset: str = "all") -> Path:
     from mmunlearn.models.loading import add_lora, save_adapter
     from mmunlearn.models.study import load_study_model
 
-    config = params.finetune
+    config = params.finetune if subset == "all" else params.retain_finetune()
     seed_everything(config.seed)
     split = load_split(params.paths.splits)
     people = split.forget + split.retain if subset == "all" else split.retain
