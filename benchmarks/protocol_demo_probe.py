@@ -23,7 +23,8 @@ from mmunlearn.config import load_params
 from mmunlearn.data.schema import Task
 from mmunlearn.data.splits import load_split
 from mmunlearn.evaluation.metrics import predicted_letter
-from mmunlearn.evaluation.official import draw_demonstrations, first_letter, official_replies
+from mmunlearn.evaluation.official import (demonstrations_for, draw_demonstrations, first_letter,
+                                           official_replies)
 from mmunlearn.evaluation.run import fast_outputs, questions_of
 from mmunlearn.evaluation.stage import load_for_evaluation
 
@@ -43,8 +44,8 @@ def main() -> None:
     without = [first_letter(r) for r in official_replies(model, processor, questions, {}, settings.system_prompt)]
     counts: dict[str, Counter] = defaultdict(Counter)
     for index, (question, fast_letter, official, bare) in enumerate(zip(questions, fast, with_demo, without)):
-        pool = demos[(question.item.task, question.item.modality)]
-        demo_letter = pool[index % len(pool)][1].correct  # the demonstration official_replies showed
+        (_, demo), = demonstrations_for(question.item, demos, index)  # the one official_replies showed
+        demo_letter = demo.correct
         right = question.item.correct
         cell = counts[str(question.item.modality)]
         cell.update({"questions": 1, "fast right": fast_letter == right, "official right": official == right,

@@ -63,11 +63,16 @@ def encode_conversation(processor, turns: list[tuple[str, bytes | None, str | No
     return result
 
 
+def demonstrations_for(item: QAItem, demos, index: int) -> list[tuple[Profile, QAItem]]:
+    """The demonstrations shown before the ``index``-th question (``item``)."""
+    pool = demos.get((item.task, item.modality), [])
+    # a different demonstration for successive questions
+    return [pool[(index + k) % len(pool)] for k in range(DEMONSTRATIONS[item.task] if pool else 0)]
+
+
 def _turns(question_text: str, image_png: bytes | None, item: QAItem, demos, index: int):
     turns = []
-    pool = demos.get((item.task, item.modality), [])
-    for k in range(DEMONSTRATIONS[item.task] if pool else 0):
-        profile, demo = pool[(index + k) % len(pool)]  # a different demonstration for successive questions
+    for profile, demo in demonstrations_for(item, demos, index):
         demo_image = profile.image if demo.modality is Modality.IMAGE else None
         turns.append((task_text(demo), demo_image, target_text(demo)))
     return turns + [(question_text, image_png, None)]
