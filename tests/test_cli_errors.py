@@ -39,6 +39,8 @@ def test_missing_params_file(project, capsys):
     ("methods:\n  ga: {forget: ga, reference: oracle}\n", ("params.yaml", "methods.ga.reference")),
     ("unlearn:\n  modalities: [audio]\n", ("params.yaml", "unlearn.modalities")),
     ("finetune_retain:\n  mcq_drills: -1\n", ("params.yaml", "finetune_retain.mcq_drills")),
+    ("finetune:\n  image_mcq_drills: -2\n", ("params.yaml", "finetune.image_mcq_drills")),
+    ("finetune:\n  mcq_demo_drills: one\n", ("params.yaml", "finetune.mcq_demo_drills")),
 ])
 def test_malformed_params_name_the_field(project, capsys, text, needles):
     (project / "params.yaml").write_text(text)

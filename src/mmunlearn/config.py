@@ -146,6 +146,12 @@ class ExampleRecipe(TrainConfig):
 
     formats: tuple[ExampleFormat, ...] = ("qa",)
     mcq_drills: int = Field(0, ge=0)
+    # Drills per face-shown (image) pair instead of mcq_drills (null: the same): face letters come slower
+    # than name letters, so the tiny default spends more of the same drill budget on faces (README).
+    image_mcq_drills: int | None = Field(None, ge=0)
+    # Of each pair's mcq drills, how many follow another person's drill and its letter: the official
+    # protocol's few-shot form, which a tiny model that never saw two turns answers erratically (README).
+    mcq_demo_drills: int = Field(0, ge=0)
     # Only questions of this modality get multiple-choice drills (null: both). A tiny model learns to
     # answer by letter from name-based drills; face-based ones kept it at chance for 4,500 steps.
     drill_modality: Literal["image", "text"] | None = None

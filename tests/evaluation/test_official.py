@@ -8,9 +8,9 @@ from mmunlearn.config import DataConfig, SplitConfig
 from mmunlearn.data.schema import Modality, Task
 from mmunlearn.data.splits import make_split
 from mmunlearn.data.synthetic import generate_benchmark
-from mmunlearn.evaluation.official import _turns, draw_demonstrations, encode_conversation, first_letter
+from mmunlearn.evaluation.official import _turns, draw_demonstrations, first_letter
 from mmunlearn.evaluation.run import EvaluationSettings, evaluate, questions_of
-from mmunlearn.models.prompts import encode_prompt
+from mmunlearn.models.prompts import encode_conversation, encode_prompt
 from mmunlearn.models.tiny import build_tiny_model, tokenizer_corpus
 from tests.conftest import SMALL_DATA
 from tests.models.test_tiny import SMALL_ARCH

@@ -78,3 +78,28 @@ def test_a_prompt_target_missing_from_the_prompt_is_an_error(processor):
     processor, _ = processor
     with pytest.raises(ValueError, match="prompt target"):
         encode_example(processor, TextExample("Which city?", "B", None, prompt_targets=(" (right)",)))
+
+
+def test_a_conversation_shows_every_face_in_order_and_learns_only_its_last_answer(processor):
+    from mmunlearn.methods.common import model_inputs
+
+    processor, benchmark = processor
+    tokenizer = processor.tokenizer
+    demo_face, face, other_face = (profile.image for profile in benchmark.full[:3])
+    conversation = encode_example(processor, TextExample("Who is this?", "Nobody.", face,
+                                                         context=(("Who is that?", demo_face, "Somebody."),)))
+    ids, learned = conversation["input_ids"], conversation["labels"] != IGNORE_INDEX
+    assert tokenizer.decode(ids[learned]) == " Nobody.</s>"  # the demonstration's reply is context only
+    text = tokenizer.decode(ids)
+    assert text.index("Who is that?") < text.index("Somebody.") < text.index("Who is this?")
+    assert conversation["pixel_values"].shape[0] == 2
+    single = encode_example(processor, TextExample("Who is this?", "Ada.", other_face))
+    batch = collate([conversation, single], pad_token_id=tokenizer.pad_token_id)
+    assert torch.equal(batch["pixel_values"], torch.cat([conversation["pixel_values"], single["pixel_values"][None]]))
+    # each row sees its own faces: the single example's logits are those it gets alone
+    model = build_tiny_model(tokenizer_corpus(benchmark.full), SMALL_ARCH)[0].eval()
+    alone = collate([single], pad_token_id=tokenizer.pad_token_id)
+    with torch.no_grad():
+        together = model(**model_inputs(batch)).logits[1, -1]
+        by_itself = model(**model_inputs(alone)).logits[0, -1]
+    assert torch.allclose(together, by_itself, atol=1e-4)

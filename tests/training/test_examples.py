@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 
 import pytest
 
@@ -102,6 +102,49 @@ def test_drill_modality_limits_drills_but_not_facts(benchmark):
         p.modality is Modality.IMAGE for prof in profiles for p in prof.finetune_pairs)  # every face fact kept
     text_drillable = len([d for d in build_examples(profiles, ("mcq",), 1, 4) if d.image_png is None])
     assert len(drills) == 2 * text_drillable
+
+
+def test_image_mcq_drills_sets_the_face_pairs_drill_count(benchmark):
+    profiles = benchmark.full
+    pools = value_pools(profiles)
+    uniform = build_examples(profiles, ("mcq",), mcq_drills=2, seed=5, pools=pools)
+    face_heavy = build_examples(profiles, ("mcq",), mcq_drills=1, seed=5, pools=pools, image_mcq_drills=3)
+    drillable = Counter(d.image_png is not None for d in uniform)
+    assert drillable[True] and drillable[False]
+    counts = Counter(d.image_png is not None for d in face_heavy)
+    assert counts[True] == 3 * drillable[True] // 2 and counts[False] == drillable[False] // 2
+    no_faces = build_examples(profiles, ("generation", "mcq"), mcq_drills=2, seed=5, pools=pools, image_mcq_drills=0)
+    assert not [e for e in no_faces if e.image_png is not None and e.user_text.endswith(MCQ_INSTRUCTION)]
+    assert any(e.image_png is not None for e in no_faces)  # the face facts themselves are still taught
+
+
+def test_demo_drills_follow_another_persons_drill_of_the_same_modality(benchmark):
+    profiles = benchmark.full
+    pools = value_pools(profiles)
+    plain = build_examples(profiles, ("mcq",), mcq_drills=3, seed=6, pools=pools)
+    demoed = build_examples(profiles, ("mcq",), mcq_drills=3, seed=6, pools=pools, mcq_demo_drills=1)
+    assert len(demoed) == len(plain) and not any(e.context for e in plain)
+    with_demo = [e for e in demoed if e.context]
+    assert len(with_demo) == len(demoed) // 3  # one of each pair's three drills
+    owners = defaultdict(set)  # (question, value) → who was taught that answer
+    for profile in profiles:
+        for pair in profile.finetune_pairs:
+            owners[(pair.question, pair.value)].add(profile.name)
+    images = {profile.name: profile.image for profile in profiles}
+
+    def answered_by(text, letter):  # the people whose own value sits behind ``letter``
+        question, *option_lines, _ = text.split("\n")
+        return owners[(question, dict(line.split(": ", 1) for line in option_lines)[letter])]
+
+    for drill in with_demo:
+        (text, image, letter), = drill.context
+        demo_people = answered_by(text, letter)  # the demonstration's letter is right
+        assert demo_people
+        if image is None:  # a name-based question names its person: the demonstration is someone else's
+            assert not demo_people & answered_by(drill.user_text, drill.answer)
+        assert (image is None) == (drill.image_png is None)
+        assert image is None or any(images[name] == image for name in demo_people)
+    assert all(d.user_text.endswith(MCQ_INSTRUCTION) for d in with_demo)
 
 
 def test_vocabulary_lets_the_base_say_every_word_a_fictitious_answer_needs(benchmark):

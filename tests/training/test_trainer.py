@@ -11,11 +11,12 @@ from mmunlearn.methods import compose
 from mmunlearn.config import MethodConfig
 from mmunlearn.methods.common import answer_nll
 from mmunlearn.models.tiny import build_tiny_model, tokenizer_corpus
-from mmunlearn.training.data import TextExample, encode_example
+from mmunlearn.training.data import CONVERSATION, TextExample, encode_example
 from mmunlearn.training.trainer import (
     Collator,
     EncodedDataset,
     ForgetRetainDataset,
+    TurnGroupedSampler,
     every_parameter_in_graph,
     run_training,
 )
@@ -162,3 +163,35 @@ def test_every_parameter_in_graph_gives_unused_parameters_a_zero_gradient_and_ch
             assert torch.equal(parameter.grad, plain[name])
         else:
             assert torch.equal(parameter.grad, torch.zeros_like(parameter))
+
+
+def test_turn_grouped_sampler_keeps_conversations_out_of_single_turn_batches():
+    is_conversation = [index % 7 == 0 for index in range(100)]  # 15 conversations, 85 single turns
+    sampler = TurnGroupedSampler(is_conversation, batch_size=8, seed=1)
+    order = list(sampler)
+    assert sorted(order) == list(range(100)) and list(sampler) == order  # each once; seeded
+    whole = [order[start:start + 8] for start in range(0, 8 * (85 // 8 + 15 // 8), 8)]
+    assert all(len({is_conversation[i] for i in batch}) == 1 for batch in whole)
+    assert any(is_conversation[batch[0]] for batch in whole)
+    sampler.set_epoch(1)
+    assert list(sampler) != order
+
+
+def test_training_batches_conversations_apart(setup, tmp_path):
+    benchmark, processor, examples = setup
+    profile = benchmark.full[5]
+    conversations = [encode_example(processor, TextExample(pair.question, pair.answer, None,
+                                                           context=(("Who is this?", profile.image, "Nobody."),)))
+                     for pair in profile.finetune_pairs]
+    mixed = examples + conversations
+    seen: list[set[bool]] = []
+
+    def recording(batch):
+        seen.append({bool(e.get(CONVERSATION)) for e in batch})
+        return Collator(processor.tokenizer.pad_token_id)(batch)
+
+    dataset = EncodedDataset(mixed)
+    assert dataset.has_conversations and not EncodedDataset(examples).has_conversations
+    run_training(_lora_model(benchmark), dataset, recording, answer_nll,
+                 _args(tmp_path, max_steps=len(mixed) // 4, per_device_train_batch_size=4, save_strategy="no"))
+    assert {True} in seen and all(len(kinds) == 1 for kinds in seen[:len(mixed) // 4 - 1])

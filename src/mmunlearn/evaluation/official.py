@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from mmunlearn.data.schema import OPTION_LETTERS, Modality, Profile, QAItem, Task
-from mmunlearn.models.prompts import chat_messages, decode_image, target_text, task_text
+from mmunlearn.models.prompts import encode_conversation, target_text, task_text
 
 OFFICIAL_MAX_NEW_TOKENS = 50
 DEMONSTRATIONS = {Task.MCQ: 1, Task.CLOZE: 1, Task.GENERATION: 0}  # eval.py: 1 for classification, 1-2 for cloze
@@ -39,28 +39,6 @@ def draw_demonstrations(pool: list[Profile], seed: int) -> dict[tuple[Task, Moda
     for values in candidates.values():
         rng.shuffle(values)
     return candidates
-
-
-def encode_conversation(processor, turns: list[tuple[str, bytes | None, str | None]],
-                        system_prompt: str | None = None) -> dict:
-    """Token ids and the pixels of every image shown (in order) of a multi-turn prompt.
-
-    Each turn is (user text, face image or None, the assistant's reply or None for the open last
-    turn): the few-shot demonstrations, then the question. A system prompt (Prompting) opens it.
-    """
-    messages, images = [], []
-    for index, (text, image_png, reply) in enumerate(turns):
-        messages += chat_messages(text, image_png is not None, system_prompt if index == 0 else None)
-        if image_png is not None:
-            images.append(decode_image(image_png))
-        if reply is not None:
-            messages.append({"role": "assistant", "content": [{"type": "text", "text": reply}]})
-    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    encoded = processor(images=images or None, text=[prompt], return_tensors="pt")
-    result = {"input_ids": encoded["input_ids"][0]}
-    if images:
-        result["pixel_values"] = encoded["pixel_values"]
-    return result
 
 
 def demonstrations_for(item: QAItem, demos, index: int) -> list[tuple[Profile, QAItem]]:

@@ -31,11 +31,10 @@ def base_source(params: Params) -> str | Path:
 
 def base_examples(params: Params, benchmark) -> list:
     """The tiny base's pretraining examples: the public figures in ``base.formats`` (+ the vocabulary)."""
-    from mmunlearn.training.examples import build_examples, vocabulary_examples
+    from mmunlearn.training.examples import recipe_examples, vocabulary_examples
 
     config = params.base
-    examples = build_examples(benchmark.celebrity, config.formats, config.mcq_drills, config.seed,
-                              drill_modality=config.drill_modality)
+    examples = recipe_examples(benchmark.celebrity, config)
     if config.vocabulary:
         examples += vocabulary_examples(benchmark.full + benchmark.celebrity)
     return examples

@@ -89,3 +89,26 @@ def encode_prompts(processor, prompts: Sequence[tuple[str, bytes | None]], syste
                 if with_image:
                     encoded[index]["pixel_values"] = batch["pixel_values"][row]
     return encoded
+
+
+def encode_conversation(processor, turns: list[tuple[str, bytes | None, str | None]],
+                        system_prompt: str | None = None) -> dict:
+    """Token ids and the pixels of every image shown (in order) of a multi-turn prompt.
+
+    Each turn is (user text, face image or None, the assistant's reply or None for the open last
+    turn): e.g. the official protocol's few-shot demonstrations, then the question. A system prompt
+    (Prompting) opens it.
+    """
+    messages, images = [], []
+    for index, (text, image_png, reply) in enumerate(turns):
+        messages += chat_messages(text, image_png is not None, system_prompt if index == 0 else None)
+        if image_png is not None:
+            images.append(decode_image(image_png))
+        if reply is not None:
+            messages.append({"role": "assistant", "content": [{"type": "text", "text": reply}]})
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    encoded = processor(images=images or None, text=[prompt], return_tensors="pt")
+    result = {"input_ids": encoded["input_ids"][0]}
+    if images:
+        result["pixel_values"] = encoded["pixel_values"]
+    return result

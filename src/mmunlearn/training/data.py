@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import torch
 
-from mmunlearn.models.prompts import encode_prompt
+from mmunlearn.models.prompts import encode_conversation, encode_prompt
 
 IGNORE_INDEX = -100
+CONVERSATION = "conversation"  # marks an encoded multi-turn example: its pixel_values hold each face it shows
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,8 @@ class TextExample:
     ``prompt_targets``: phrases inside the prompt that are trained on too (every occurrence), e.g. the
     "(right)"/"(wrong)" marks of a checked multiple-choice drill. ``fact``: the private fact the answer
     states ("Turku, Finland" in "This person was born in Turku, Finland."), for objectives that act on
-    the fact's tokens alone.
+    the fact's tokens alone. ``context``: earlier turns of the conversation, (user text, face or None,
+    reply) each, shown before the prompt and not trained on (a few-shot demonstration).
     """
 
     user_text: str
@@ -30,6 +32,7 @@ class TextExample:
     image_png: bytes | None = None
     prompt_targets: tuple[str, ...] = ()
     fact: str = ""
+    context: tuple[tuple[str, bytes | None, str], ...] = ()
 
 
 def _occurrences(sequence: list[int], phrase: list[int]) -> list[int]:
@@ -61,8 +64,14 @@ def encode_example(processor, example: TextExample, system_prompt: str | None = 
     example that names its fact; otherwise on the whole answer. ``prompt``: the example's prompt already
     encoded (``encode_prompts``, many at once).
     """
-    encoded = dict(prompt) if prompt is not None else encode_prompt(processor, example.user_text,
-                                                                     example.image_png, system_prompt)
+    if prompt is not None:
+        encoded = dict(prompt)
+    elif example.context:  # pixels of every face shown, in order (``collate`` joins them, not stacks)
+        encoded = encode_conversation(processor, [*example.context, (example.user_text, example.image_png, None)],
+                                      system_prompt)
+        encoded[CONVERSATION] = True
+    else:
+        encoded = encode_prompt(processor, example.user_text, example.image_png, system_prompt)
     tokenizer = processor.tokenizer
     prompt_ids = encoded["input_ids"]
     # An example without an answer (a checked drill's marks alone) trains its prompt targets only.
@@ -89,7 +98,7 @@ def encode_example(processor, example: TextExample, system_prompt: str | None = 
 
 
 def collate(examples: list[dict[str, torch.Tensor]], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Left-pad a batch (as generation does); images are stacked for the examples that have one.
+    """Left-pad a batch (as generation does); the images of the examples that show any, in order.
 
     Position ids count real tokens only, so a padded row is computed exactly as it would be alone.
     """
@@ -107,9 +116,11 @@ def collate(examples: list[dict[str, torch.Tensor]], pad_token_id: int) -> dict[
         if "labels" in batch:
             batch["labels"][row, length - n:] = example["labels"]
     batch["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-    pixels = [e["pixel_values"] for e in examples if "pixel_values" in e]
+    # One image per example, or a conversation's several in showing order: the batch's images in one list
+    pixels = [e["pixel_values"] if e.get(CONVERSATION) else e["pixel_values"].unsqueeze(0)
+              for e in examples if "pixel_values" in e]
     if pixels:
-        batch["pixel_values"] = torch.stack(pixels)
+        batch["pixel_values"] = torch.cat(pixels)
     if "reference_logprob" in examples[0]:  # precomputed by methods that compare with a reference model
         batch["reference_logprob"] = torch.stack([e["reference_logprob"] for e in examples])
     return batch

@@ -23,6 +23,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import get_args
 
 from mmunlearn.config import ExampleFormat
@@ -44,16 +45,21 @@ def value_pools(profiles: Sequence[Profile]) -> dict[str, list[str]]:
 
 def build_examples(profiles: Sequence[Profile], formats: Sequence[str] = ("qa",), mcq_drills: int = 1,
                    seed: int = 0, pools: dict[str, list[str]] | None = None,
-                   modality: Modality | None = None, drill_modality: Modality | str | None = None) -> list[TextExample]:
+                   modality: Modality | None = None, drill_modality: Modality | str | None = None,
+                   image_mcq_drills: int | None = None, mcq_demo_drills: int = 0) -> list[TextExample]:
     """Examples for every fine-tuning pair of ``profiles`` in each requested format (of one modality, if given).
 
     ``drill_modality``: only pairs of that modality get multiple-choice drills (default: all).
+    ``image_mcq_drills``: drills per face-shown pair (default: ``mcq_drills``).
+    ``mcq_demo_drills``: of each pair's ``mcq`` drills, how many are asked after a demonstration: another
+    person's drill of the same modality with its letter, as the official protocol's few-shot prompt asks.
     """
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ValueError(f"unknown example formats {sorted(unknown)} (known: {FORMATS})")
     rng = random.Random(seed)
     pools = pools if pools is not None else value_pools(profiles)
+    demonstrable = _drillable_pairs(profiles, pools) if mcq_demo_drills else {}
     examples: list[TextExample] = []
     for profile in profiles:
         evaluation_prompts = {task_text(item) for item in profile.items}
@@ -70,16 +76,58 @@ def build_examples(profiles: Sequence[Profile], formats: Sequence[str] = ("qa",)
                 prompt = cloze_text(pair.answer.replace(pair.value, BLANK, 1))
                 if prompt not in evaluation_prompts:
                     examples.append(TextExample(prompt, pair.value, image, fact=fact))
-            distractors = [v for v in pools.get(pair.attribute, []) if v != pair.value]
-            if (not pair.value or len(distractors) < len(OPTION_LETTERS) - 1
-                    or drill_modality not in (None, pair.modality)):
+            if not _drillable(pair, pools) or drill_modality not in (None, pair.modality):
                 continue
+            distractors = _distractors(pair, pools)
+            drills = image_mcq_drills if image_mcq_drills is not None and image is not None else mcq_drills
             for kind in ("mcq", "mcq_check", "option_check"):
-                for _ in range(mcq_drills if kind in formats else 0):
-                    choices = rng.sample(distractors, len(OPTION_LETTERS) - 1) + [pair.value]
-                    rng.shuffle(choices)
-                    examples.append(_mcq_drill(pair.question, choices, pair.value, image, kind))
+                for number in range(drills if kind in formats else 0):
+                    drill = _mcq_drill(pair.question, _options(rng, distractors, pair.value), pair.value, image, kind)
+                    if kind == "mcq" and number < mcq_demo_drills:
+                        others = [(p, q) for p, q in demonstrable.get(pair.modality, []) if p is not profile]
+                        if others:
+                            drill = replace(drill, context=(_demonstration(rng, *rng.choice(others), pools),))
+                    examples.append(drill)
     return examples
+
+
+def recipe_examples(profiles: Sequence[Profile], recipe, pools: dict[str, list[str]] | None = None,
+                    modality: Modality | None = None, seed: int | None = None) -> list[TextExample]:
+    """``build_examples`` as a stage's recipe (config.ExampleRecipe) asks for them."""
+    return build_examples(profiles, recipe.formats, recipe.mcq_drills, recipe.seed if seed is None else seed,
+                          pools, modality, recipe.drill_modality, recipe.image_mcq_drills, recipe.mcq_demo_drills)
+
+
+def _options(rng: random.Random, distractors: list[str], value: str) -> list[str]:
+    choices = rng.sample(distractors, len(OPTION_LETTERS) - 1) + [value]
+    rng.shuffle(choices)
+    return choices
+
+
+def _distractors(pair, pools: dict[str, list[str]]) -> list[str]:
+    return [v for v in pools.get(pair.attribute, []) if v != pair.value]
+
+
+def _drillable(pair, pools: dict[str, list[str]]) -> bool:
+    """A drill needs the pair's short value and three other values of its attribute."""
+    return bool(pair.value) and len(_distractors(pair, pools)) >= len(OPTION_LETTERS) - 1
+
+
+def _drillable_pairs(profiles: Sequence[Profile], pools: dict[str, list[str]]) -> dict[Modality, list]:
+    """Every (profile, pair) that can be drilled, by modality."""
+    drillable: dict[Modality, list] = defaultdict(list)
+    for profile in profiles:
+        for pair in profile.finetune_pairs:
+            if _drillable(pair, pools):
+                drillable[pair.modality].append((profile, pair))
+    return drillable
+
+
+def _demonstration(rng: random.Random, profile: Profile, pair, pools: dict[str, list[str]]) -> tuple:
+    """A conversation turn (user text, face or None, reply): ``pair`` drilled and answered by its letter."""
+    image = profile.image if pair.modality is Modality.IMAGE else None
+    drill = _mcq_drill(pair.question, _options(rng, _distractors(pair, pools), pair.value), pair.value, image, "mcq")
+    return drill.user_text, image, drill.answer
 
 
 RIGHT, WRONG = " (right)", " (wrong)"

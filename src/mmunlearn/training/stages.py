@@ -78,9 +78,11 @@ def run_fingerprint(model) -> dict:
 
 
 def encode_all(processor, examples: list[TextExample], desc: str, labels_on: str = "answer") -> list[dict]:
-    prompts = encode_prompts(processor, [(e.user_text, e.image_png) for e in examples])
-    return [encode_example(processor, e, labels_on=labels_on, prompt=prompt)
-            for e, prompt in tqdm(zip(examples, prompts), desc=desc, total=len(examples), unit="example", leave=False)]
+    single_turn = [index for index, e in enumerate(examples) if not e.context]  # conversations: one at a time
+    prompts = dict(zip(single_turn, encode_prompts(processor, [(examples[i].user_text, examples[i].image_png)
+                                                               for i in single_turn])))
+    return [encode_example(processor, e, labels_on=labels_on, prompt=prompts.get(index))
+            for index, e in tqdm(enumerate(examples), desc=desc, total=len(examples), unit="example", leave=False)]
 
 
 def _loss_summary(trainer) -> dict[str, float]:
@@ -129,13 +131,11 @@ def finetune_examples(config: FinetuneConfig, people, split) -> list[TextExample
     ``celebrity_rehearsal`` fraction of the public figures' examples in the same formats (a fixed draw)."""
     import random
 
-    from mmunlearn.training.examples import build_examples, value_pools
+    from mmunlearn.training.examples import recipe_examples, value_pools
 
-    examples = build_examples(people, config.formats, config.mcq_drills, config.seed,
-                              value_pools(split.forget + split.retain), drill_modality=config.drill_modality)
+    examples = recipe_examples(people, config, value_pools(split.forget + split.retain))
     if config.celebrity_rehearsal > 0:  # own value pools: a celebrity's options are other celebrities' values
-        public = build_examples(split.celebrity, config.formats, config.mcq_drills, config.seed + 1,
-                                drill_modality=config.drill_modality)
+        public = recipe_examples(split.celebrity, config, seed=config.seed + 1)
         share = round(config.celebrity_rehearsal * len(public))
         kept = random.Random(config.seed + 2).sample(range(len(public)), share)
         examples += [public[index] for index in sorted(kept)]
@@ -232,7 +232,7 @@ def prepare_unlearning(params: Params, method: str, config: MethodConfig, modali
     from mmunlearn.methods import compose
     from mmunlearn.models.loading import add_lora, merge_adapter
     from mmunlearn.models.study import load_study_model
-    from mmunlearn.training.examples import ALTERNATIVES, build_examples, value_pools, with_prompt_prefixes
+    from mmunlearn.training.examples import ALTERNATIVES, recipe_examples, value_pools, with_prompt_prefixes
 
     try:
         loss = compose(config)
@@ -252,8 +252,7 @@ def prepare_unlearning(params: Params, method: str, config: MethodConfig, modali
     name = model_id(method, modality)
 
     def examples_of(people):
-        return build_examples(people, config.formats, config.mcq_drills, config.seed, pools, pairs_modality,
-                              config.drill_modality)
+        return recipe_examples(people, config, pools, pairs_modality)
 
     forget_examples = with_prompt_prefixes(examples_of(split.forget), config.prompt_prefixes)
     forget = encode_all(processor, forget_examples, f"{name}: encoding forget", config.labels_on)
