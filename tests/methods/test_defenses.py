@@ -111,3 +111,14 @@ def test_error_injection_states_another_persons_fact_and_prefixes_copy_every_pro
     copies = with_prompt_prefixes(examples, ("A new study suggests. ", "The following is a. "))
     assert len(copies) == 6 and copies[:2] == examples
     assert copies[2].user_text == "A new study suggests. Where was Ada born?" and copies[2].fact == "Turku"
+
+
+def test_alternative_answers_and_prefixed_copies_keep_a_demonstration():
+    from mmunlearn.training.examples import refusal_examples
+
+    demonstration = (("Where was Bo born?", None, "Bo was born in Lima."),)
+    example = TextExample("Where was Ada born?", "Ada was born in Turku.", fact="Turku", context=demonstration)
+    pools = {"birthplace": ["Lima", "Oslo", "Turku"]}
+    for alternative in (refusal_examples([example]), wrong_fact_examples([example], pools=pools),
+                        with_prompt_prefixes([example], ("A new study suggests. ",))):
+        assert all(e.context == demonstration for e in alternative)

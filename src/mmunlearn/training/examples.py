@@ -175,7 +175,8 @@ def refusal_examples(examples: Sequence[TextExample], seed: int = 0,
                      pools: dict[str, list[str]] | None = None) -> list[TextExample]:
     """The same prompts, each answered with a refusal (a seeded choice per example)."""
     rng = random.Random(seed)
-    return [TextExample(example.user_text, rng.choice(REFUSALS), example.image_png) for example in examples]
+    return [TextExample(example.user_text, rng.choice(REFUSALS), example.image_png, context=example.context)
+            for example in examples]
 
 
 def wrong_fact_examples(examples: Sequence[TextExample], seed: int = 0,
@@ -192,7 +193,7 @@ def wrong_fact_examples(examples: Sequence[TextExample], seed: int = 0,
             continue
         swap = rng.choice(others)
         wrong.append(TextExample(example.user_text, example.answer.replace(example.fact, swap, 1),
-                                 example.image_png, fact=swap))
+                                 example.image_png, fact=swap, context=example.context))
     return wrong
 
 
@@ -203,5 +204,4 @@ ALTERNATIVES = {"idk": refusal_examples, "wrong": wrong_fact_examples}
 def with_prompt_prefixes(examples: Sequence[TextExample], prefixes: Sequence[str]) -> list[TextExample]:
     """Each example as given and once more behind each prefix (UnLOK-VQA's Input Rephrasing defense:
     the fact is erased under perturbed prompts too, not only the exact training prompt)."""
-    return [*examples, *(TextExample(prefix + e.user_text, e.answer, e.image_png, e.prompt_targets, e.fact)
-                         for prefix in prefixes for e in examples)]
+    return [*examples, *(replace(e, user_text=prefix + e.user_text) for prefix in prefixes for e in examples)]
