@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 from transformers import get_scheduler
 
-from mmunlearn.config import load_params
+from mmunlearn.config import load_params, overlay
 from mmunlearn.data.schema import Task, load_benchmark
 from mmunlearn.data.splits import load_split
 from mmunlearn.evaluation.engine import score_options
@@ -89,11 +89,10 @@ def study_recipe(params, changes: list[str]):
     settings = params.finetune.model_dump()
     for change in changes:
         key, _, value = change.partition("=")
-        *parents, leaf = key.split(".")
-        section = settings
-        for parent in parents:
-            section = section[parent]
-        section[leaf] = yaml.safe_load(value)
+        nested = yaml.safe_load(value)
+        for part in reversed(key.split(".")):
+            nested = {part: nested}
+        settings = overlay(settings, nested)  # as finetune_retain is laid over finetune
     return type(params.finetune).model_validate(settings)
 
 

@@ -370,7 +370,7 @@ class Params(_Section):
     @classmethod
     def _retain_recipe_over_finetune(cls, raw):
         if isinstance(raw, dict) and isinstance(raw.get("finetune_retain"), dict):
-            raw = {**raw, "finetune_retain": _merged(raw.get("finetune") or {}, raw["finetune_retain"])}
+            raw = {**raw, "finetune_retain": overlay(raw.get("finetune") or {}, raw["finetune_retain"])}
         return raw
 
     def retain_finetune(self) -> FinetuneConfig:
@@ -432,12 +432,12 @@ def _describe(error: ValidationError) -> str:
     return f"{where}: {first['msg']}" + (f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else "")
 
 
-def _merged(base: dict, changes: dict) -> dict:
+def overlay(base: dict, changes: dict) -> dict:
     """``base`` with ``changes`` laid over it, nested mappings merged key by key."""
     merged = dict(base)
     for key, value in changes.items():
         both_mappings = isinstance(value, dict) and isinstance(merged.get(key), dict)
-        merged[key] = _merged(merged[key], value) if both_mappings else value
+        merged[key] = overlay(merged[key], value) if both_mappings else value
     return merged
 
 

@@ -63,6 +63,8 @@ def build_examples(profiles: Sequence[Profile], formats: Sequence[str] = ("qa",)
     examples: list[TextExample] = []
     for profile in profiles:
         evaluation_prompts = {task_text(item) for item in profile.items}
+        # whose drills may demonstrate before this person's: anyone else's, of the same modality
+        others = {kind: [(p, q) for p, q in pairs if p is not profile] for kind, pairs in demonstrable.items()}
         for pair in profile.finetune_pairs:
             if modality is not None and pair.modality is not modality:
                 continue
@@ -83,10 +85,9 @@ def build_examples(profiles: Sequence[Profile], formats: Sequence[str] = ("qa",)
             for kind in ("mcq", "mcq_check", "option_check"):
                 for number in range(drills if kind in formats else 0):
                     drill = _mcq_drill(pair.question, _options(rng, distractors, pair.value), pair.value, image, kind)
-                    if kind == "mcq" and number < mcq_demo_drills:
-                        others = [(p, q) for p, q in demonstrable.get(pair.modality, []) if p is not profile]
-                        if others:
-                            drill = replace(drill, context=(_demonstration(rng, *rng.choice(others), pools),))
+                    if kind == "mcq" and number < mcq_demo_drills and others.get(pair.modality):
+                        demonstration = _demonstration(rng, *rng.choice(others[pair.modality]), pools)
+                        drill = replace(drill, context=(demonstration,))
                     examples.append(drill)
     return examples
 

@@ -27,7 +27,11 @@ LossFn = Callable[[torch.nn.Module, dict], torch.Tensor]
 class EncodedDataset(Dataset):
     def __init__(self, examples: list[dict]):
         self.examples = examples
-        self.has_conversations = any(e.get(CONVERSATION) for e in examples)
+        self.is_conversation = [bool(e.get(CONVERSATION)) for e in examples]
+
+    @property
+    def has_conversations(self) -> bool:
+        return any(self.is_conversation)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -113,8 +117,7 @@ class ObjectiveTrainer(Trainer):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if not getattr(dataset, "has_conversations", False):
             return super()._get_train_sampler(train_dataset)
-        return TurnGroupedSampler([bool(e.get(CONVERSATION)) for e in dataset.examples],
-                                  self.args.train_batch_size * self.args.gradient_accumulation_steps
+        return TurnGroupedSampler(dataset.is_conversation, self.args.train_batch_size * self.args.gradient_accumulation_steps
                                   * max(1, self.args.world_size), self.args.seed)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
