@@ -138,6 +138,8 @@ class TrainConfig(_Section):
     save_steps: int = Field(200, ge=1)
     logging_steps: int = Field(10, ge=1)
     seed: int = 0
+    # Batches of similar length (seeded, shuffled batch order): less padding, the same examples per epoch
+    group_by_length: bool = False
     deepspeed: Path | None = None  # a ZeRO JSON in configs/deepspeed/ for multi-GPU runs
 
 

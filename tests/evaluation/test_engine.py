@@ -16,7 +16,7 @@ from mmunlearn.evaluation.engine import (
     score_options,
 )
 from mmunlearn.evaluation.sampling import TopKSampling
-from mmunlearn.models.prompts import decode_image, encode_prompt, encode_prompts, mcq_text, render_prompt
+from mmunlearn.models.prompts import IMAGE_INPUTS, decode_image, encode_prompt, encode_prompts, mcq_text, render_prompt
 from mmunlearn.models.tiny import build_tiny_model, tokenizer_corpus
 from tests.conftest import SMALL_DATA
 from tests.models.test_tiny import SMALL_ARCH
@@ -45,9 +45,7 @@ def _random_requests(benchmark, count: int, seed: int) -> list[Request]:
 def _slow_reference(model, processor, request: Request) -> dict[str, float]:
     """One question at a time, no padding: the log-probability of each letter as the first reply token."""
     encoded = encode_prompt(processor, request.user_text, request.image_png)
-    inputs = {"input_ids": encoded["input_ids"][None]}
-    if "pixel_values" in encoded:
-        inputs["pixel_values"] = encoded["pixel_values"][None]
+    inputs = {"input_ids": encoded["input_ids"][None], **encoded.get(IMAGE_INPUTS, {})}
     logprobs = torch.log_softmax(model(**inputs).logits[0, -1].float(), dim=-1)
     letter_ids = [processor.tokenizer(" " + letter, add_special_tokens=False)["input_ids"][0] for letter in "ABCD"]
     return {letter: logprobs[i].item() for letter, i in zip("ABCD", letter_ids)}
@@ -63,9 +61,10 @@ def test_chunked_prompt_encoding_equals_one_processor_call_per_prompt(tiny):
                           text=[render_prompt(processor, request.user_text, with_image, "Be brief.")],
                           return_tensors="pt")
         assert torch.equal(encoded["input_ids"], alone["input_ids"][0])
-        assert ("pixel_values" in encoded) == with_image
+        assert (IMAGE_INPUTS in encoded) == with_image
         if with_image:
-            assert torch.equal(encoded["pixel_values"], alone["pixel_values"][0])
+            assert list(encoded[IMAGE_INPUTS]) == ["pixel_values"]
+            assert torch.equal(encoded[IMAGE_INPUTS]["pixel_values"], alone["pixel_values"])
 
 
 @pytest.mark.parametrize("seed", [0, 1])

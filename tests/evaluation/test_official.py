@@ -10,7 +10,7 @@ from mmunlearn.data.splits import make_split
 from mmunlearn.data.synthetic import generate_benchmark
 from mmunlearn.evaluation.official import _turns, draw_demonstrations, first_letter
 from mmunlearn.evaluation.run import EvaluationSettings, evaluate, questions_of
-from mmunlearn.models.prompts import encode_conversation, encode_prompt
+from mmunlearn.models.prompts import IMAGE_INPUTS, encode_conversation, encode_prompt
 from mmunlearn.models.tiny import build_tiny_model, tokenizer_corpus
 from tests.conftest import SMALL_DATA
 from tests.models.test_tiny import SMALL_ARCH
@@ -54,7 +54,7 @@ def test_multiple_choice_is_asked_after_a_demonstration_with_its_face(split, tin
     assert demo_image == demo_profile.image and demo_answer == demo_item.correct and last[2] is None
     encoded = encode_conversation(processor, turns)
     single = encode_prompt(processor, question.request.user_text, question.request.image_png)
-    assert encoded["pixel_values"].shape[0] == 2  # the demonstration's face and the question's
+    assert encoded[IMAGE_INPUTS]["pixel_values"].shape[0] == 2  # the demonstration's face and the question's
     assert encoded["input_ids"][-len(single["input_ids"]) + 2:].tolist() == single["input_ids"][2:].tolist()
     text = processor.tokenizer.decode(encoded["input_ids"])
     assert demo_item.question in text and text.index(demo_item.question) < text.index(question.item.question)

@@ -11,7 +11,7 @@ import torch
 from mmunlearn.config import DataConfig
 from mmunlearn.data.synthetic import generate_benchmark
 from mmunlearn.evaluation.engine import Request, score_options
-from mmunlearn.models.prompts import encode_prompt
+from mmunlearn.models.prompts import IMAGE_INPUTS, encode_prompt
 from mmunlearn.models.tiny import build_tiny_model, tokenizer_corpus
 from tests.conftest import SMALL_DATA
 from tests.models.test_tiny import SMALL_ARCH
@@ -34,7 +34,7 @@ def test_llava_7b_shape_matches_the_released_model(study):
     assert sum(p.numel() for p in model.parameters()) == LLAVA_15_7B_PARAMETERS
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     encoded = encode_prompt(shaped, "Who is this?", benchmark.full[0].image)
-    assert encoded["pixel_values"].shape[-2:] == (336, 336)
+    assert encoded[IMAGE_INPUTS]["pixel_values"].shape[-2:] == (336, 336)
     image_token = model.config.image_token_index
     assert int((encoded["input_ids"] == image_token).sum()) == 576  # (336 / 14)², as the real processor expands
 

@@ -55,7 +55,7 @@ def test_lens_at_the_last_layer_is_the_models_own_prediction(tiny):
     model, _, batch = tiny
     perturb_adapter(model, 0.1)
     lens, targets = answer_lens(model, batch, [-1])
-    logits = model(**model_inputs(batch)).logits[:, :-1]
+    logits = model(**model_inputs(model, batch)).logits[:, :-1]
     predicts = batch["labels"][:, 1:] != IGNORE_INDEX
     assert torch.allclose(lens[:, 0], torch.log_softmax(logits[predicts].float(), -1), atol=1e-4)
     assert torch.equal(targets, batch["labels"][:, 1:][predicts])

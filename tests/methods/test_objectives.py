@@ -44,9 +44,9 @@ def test_answer_nll_equals_the_full_sequence_loss(tiny):
     """Projecting only the answer positions changes nothing but the cost."""
     model, _, batch = tiny
     perturb_adapter(model, 0.1)
-    full = model(**model_inputs(batch), labels=batch["labels"]).loss
+    full = model(**model_inputs(model, batch), labels=batch["labels"]).loss
     assert answer_nll(model, batch).item() == pytest.approx(full.item(), rel=1e-5)
-    logits = model(**model_inputs(batch)).logits
+    logits = model(**model_inputs(model, batch)).logits
     mask = batch["labels"][:, 1:] != IGNORE_INDEX
     picked = torch.log_softmax(logits[:, :-1], -1).gather(-1, batch["labels"][:, 1:].clamp(min=0)[..., None])[..., 0]
     assert torch.allclose(sequence_logprobs(model, batch)[0], (picked * mask).sum(-1), atol=1e-4)

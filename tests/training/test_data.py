@@ -5,7 +5,7 @@ import torch
 
 from mmunlearn.config import DataConfig
 from mmunlearn.data.synthetic import generate_benchmark
-from mmunlearn.models.prompts import encode_prompt
+from mmunlearn.models.prompts import IMAGE_INPUTS, encode_prompt
 from mmunlearn.models.tiny import build_tiny_model, tokenizer_corpus
 from mmunlearn.training.data import IGNORE_INDEX, TextExample, collate, encode_example
 from tests.models.test_tiny import SMALL_ARCH
@@ -33,7 +33,7 @@ def test_prompt_tokens_are_masked_and_only_the_answer_is_learned(processor):
     prompt_text = tokenizer.decode(ids[:first])
     assert "Where was this person born?" in prompt_text and prompt_text.endswith("ASSISTANT:")
     assert (ids[:first] == tokenizer.convert_tokens_to_ids("<image>")).sum() == 16
-    assert encoded["pixel_values"].shape == (3, 32, 32)
+    assert encoded[IMAGE_INPUTS]["pixel_values"].shape == (1, 3, 32, 32)
 
 
 def test_collate_left_pads_and_stacks_only_present_images(processor):
@@ -41,7 +41,7 @@ def test_collate_left_pads_and_stacks_only_present_images(processor):
     with_image = encode_example(processor, TextExample("Who is this?", "Nobody.", benchmark.full[0].image))
     text_only = encode_example(processor, TextExample("Where does Ada Novak live?", "Ada Novak lives in Tartu.", None))
     batch = collate([with_image, text_only], pad_token_id=processor.tokenizer.pad_token_id)
-    assert batch["pixel_values"].shape[0] == 1
+    assert batch["pixel_values"].shape == (1, 3, 32, 32)
     length = batch["input_ids"].shape[1]
     for row, example in enumerate((with_image, text_only)):
         n = len(example["input_ids"])
@@ -92,14 +92,15 @@ def test_a_conversation_shows_every_face_in_order_and_learns_only_its_last_answe
     assert tokenizer.decode(ids[learned]) == " Nobody.</s>"  # the demonstration's reply is context only
     text = tokenizer.decode(ids)
     assert text.index("Who is that?") < text.index("Somebody.") < text.index("Who is this?")
-    assert conversation["pixel_values"].shape[0] == 2
+    assert conversation[IMAGE_INPUTS]["pixel_values"].shape[0] == 2
     single = encode_example(processor, TextExample("Who is this?", "Ada.", other_face))
     batch = collate([conversation, single], pad_token_id=tokenizer.pad_token_id)
-    assert torch.equal(batch["pixel_values"], torch.cat([conversation["pixel_values"], single["pixel_values"][None]]))
+    assert torch.equal(batch["pixel_values"], torch.cat([conversation[IMAGE_INPUTS]["pixel_values"],
+                                                         single[IMAGE_INPUTS]["pixel_values"]]))
     # each row sees its own faces: the single example's logits are those it gets alone
     model = build_tiny_model(tokenizer_corpus(benchmark.full), SMALL_ARCH)[0].eval()
     alone = collate([single], pad_token_id=tokenizer.pad_token_id)
     with torch.no_grad():
-        together = model(**model_inputs(batch)).logits[1, -1]
-        by_itself = model(**model_inputs(alone)).logits[0, -1]
+        together = model(**model_inputs(model, batch)).logits[1, -1]
+        by_itself = model(**model_inputs(model, alone)).logits[0, -1]
     assert torch.allclose(together, by_itself, atol=1e-4)

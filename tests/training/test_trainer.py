@@ -16,7 +16,7 @@ from mmunlearn.training.trainer import (
     Collator,
     EncodedDataset,
     ForgetRetainDataset,
-    TurnGroupedSampler,
+    GroupedBatchSampler,
     every_parameter_in_graph,
     run_training,
 )
@@ -123,6 +123,8 @@ def test_training_arguments_follow_the_stage_config(tmp_path):
     assert (args.num_train_epochs, args.learning_rate, args.per_device_train_batch_size) == (2, 3e-4, 4)
     assert (args.warmup_steps, args.lr_scheduler_type.value, args.adam_beta2) == (7, "constant_with_warmup", 0.98)
     assert args.seed == args.data_seed == 5
+    assert args.train_sampling_strategy == "random"
+    assert training_arguments(TrainConfig(group_by_length=True), tmp_path).train_sampling_strategy == "group_by_length"
     with pytest.raises(ValueError, match="lr_schedule"):
         TrainConfig(lr_schedule="sometimes")
 
@@ -165,9 +167,9 @@ def test_every_parameter_in_graph_gives_unused_parameters_a_zero_gradient_and_ch
             assert torch.equal(parameter.grad, torch.zeros_like(parameter))
 
 
-def test_turn_grouped_sampler_keeps_conversations_out_of_single_turn_batches():
+def test_grouped_sampler_keeps_conversations_out_of_single_turn_batches():
     is_conversation = [index % 7 == 0 for index in range(100)]  # 15 conversations, 85 single turns
-    sampler = TurnGroupedSampler(is_conversation, batch_size=8, seed=1)
+    sampler = GroupedBatchSampler(is_conversation, batch_size=8, seed=1)
     order = list(sampler)
     assert sorted(order) == list(range(100)) and list(sampler) == order  # each once; seeded
     whole = [order[start:start + 8] for start in range(0, 8 * (85 // 8 + 15 // 8), 8)]
@@ -175,6 +177,54 @@ def test_turn_grouped_sampler_keeps_conversations_out_of_single_turn_batches():
     assert any(is_conversation[batch[0]] for batch in whole)
     sampler.set_epoch(1)
     assert list(sampler) != order
+
+
+def _padding(order: list[int], lengths: list[int], size: int) -> int:
+    batches = [order[start:start + size] for start in range(0, len(order), size)]
+    return sum(max(lengths[i] for i in batch) * len(batch) - sum(lengths[i] for i in batch) for batch in batches)
+
+
+def test_length_grouping_cuts_padding_and_keeps_every_example_once():
+    lengths = [int(length) for length in torch.randint(10, 80, (640,), generator=torch.Generator().manual_seed(3))]
+    single = [False] * len(lengths)
+    random_order = list(GroupedBatchSampler(single, batch_size=16, seed=0))
+    sampler = GroupedBatchSampler(single, batch_size=16, seed=0, lengths=lengths, megabatch=10)
+    grouped = list(sampler)
+    assert sorted(grouped) == list(range(len(lengths))) and list(sampler) == grouped  # each once; seeded
+    assert _padding(grouped, lengths, 16) < _padding(random_order, lengths, 16) / 4
+    # the batch order is shuffled: consecutive batches do not walk a mega-batch from long to short
+    maxima = [max(lengths[i] for i in grouped[start:start + 16]) for start in range(0, len(grouped), 16)]
+    assert maxima != sorted(maxima, reverse=True) and any(a < b for a, b in zip(maxima, maxima[1:]))
+    sampler.set_epoch(1)
+    assert list(sampler) != grouped
+
+
+def test_length_grouping_keeps_conversations_apart():
+    lengths = [30 + index % 50 for index in range(200)]
+    is_conversation = [index % 5 == 0 for index in range(200)]  # 40 conversations, 160 single turns
+    order = list(GroupedBatchSampler(is_conversation, batch_size=8, seed=2, lengths=lengths))
+    assert all(len({is_conversation[i] for i in order[start:start + 8]}) == 1 for start in range(0, 200, 8))
+    with pytest.raises(ValueError, match="one length per example"):
+        GroupedBatchSampler(is_conversation, batch_size=8, seed=2, lengths=lengths[:-1])
+
+
+def test_training_groups_by_length_when_asked(setup, tmp_path):
+    benchmark, processor, examples = setup
+    widths: list[tuple[int, int]] = []  # (longest, shortest example) per batch
+
+    def recording(batch):
+        widths.append((max(len(e["input_ids"]) for e in batch), min(len(e["input_ids"]) for e in batch)))
+        return Collator(processor.tokenizer.pad_token_id)(batch)
+
+    steps = len(examples) // 4
+    run_training(_lora_model(benchmark), EncodedDataset(examples), recording, answer_nll,
+                 _args(tmp_path / "grouped", max_steps=steps, per_device_train_batch_size=4, save_strategy="no",
+                       train_sampling_strategy="group_by_length"))
+    grouped_spread = sum(longest - shortest for longest, shortest in widths)
+    widths.clear()
+    run_training(_lora_model(benchmark), EncodedDataset(examples), recording, answer_nll,
+                 _args(tmp_path / "random", max_steps=steps, per_device_train_batch_size=4, save_strategy="no"))
+    assert grouped_spread < sum(longest - shortest for longest, shortest in widths) / 2
 
 
 def test_training_batches_conversations_apart(setup, tmp_path):

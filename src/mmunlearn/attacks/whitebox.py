@@ -108,7 +108,7 @@ class LensQuery:
 
 def lens_query(processor, user_text: str, image_png: bytes | None, answer: str, value: str,
                system_prompt: str | None = None) -> LensQuery | None:
-    from mmunlearn.models.prompts import encode_prompt
+    from mmunlearn.models.prompts import encode_prompt, with_tokens
     from mmunlearn.training.data import fact_tokens
 
     tokens = fact_tokens(processor.tokenizer, answer, value)
@@ -116,9 +116,7 @@ def lens_query(processor, user_text: str, image_png: bytes | None, answer: str, 
         return None
     before, fact = tokens
     encoded = encode_prompt(processor, user_text, image_png, system_prompt)
-    prompt = encoded["input_ids"]
-    encoded["input_ids"] = torch.cat([prompt, torch.tensor(before + fact[:-1], dtype=prompt.dtype)])
-    return LensQuery(encoded, fact)
+    return LensQuery(with_tokens(encoded, torch.tensor(before + fact[:-1], dtype=torch.long)), fact)
 
 
 def whitebox_extractions(model, processor, queries: Sequence[LensQuery], layers: Sequence[int], k: int,
@@ -127,7 +125,7 @@ def whitebox_extractions(model, processor, queries: Sequence[LensQuery], layers:
     needs more layers than chosen (PD: 2, PD²: 3) is left out."""
     from tqdm import tqdm
 
-    from mmunlearn.training.data import collate
+    from mmunlearn.training.data import collate, model_inputs
 
     chosen = resolve_layers(model, layers)
     attacks = [attack for attack in ATTACKS if LAYERS_NEEDED[attack] <= len(chosen)]
@@ -136,7 +134,7 @@ def whitebox_extractions(model, processor, queries: Sequence[LensQuery], layers:
     results: list[dict[str, Extraction]] = []
     for start in tqdm(range(0, len(queries), batch_size), desc=desc, unit="batch", leave=False):
         chunk = queries[start:start + batch_size]
-        batch = {key: value.to(device) for key, value in collate([q.encoded for q in chunk], pad).items()}
+        batch = {key: value.to(device) for key, value in model_inputs(model, collate([q.encoded for q in chunk], pad)).items()}
         lens = logit_lens(model, batch, chosen, last=max(len(q.fact_ids) for q in chunk)).cpu()
         for row, query in enumerate(chunk):
             by_position = lens[row, lens.shape[1] - len(query.fact_ids):]  # left-padded: the row's last positions

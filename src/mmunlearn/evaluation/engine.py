@@ -21,7 +21,7 @@ from mmunlearn.evaluation.prefix import (
     prefix_sharing_is_exact,
 )
 from mmunlearn.models.prompts import encode_prompts, render_prompt
-from mmunlearn.training.data import collate
+from mmunlearn.training.data import collate, model_inputs
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +80,12 @@ def _work(model, requests: list[Request], encoded: list[dict], batch_size: int, 
 
 
 def _inputs(model, encoded: list[dict], work: PrefixBatch | list[int], pad_token_id: int,
-            for_generate: bool = False) -> tuple[list[int], dict]:
+            for_generate: bool = False, repeats: int = 1) -> tuple[list[int], dict]:
     """(the batch's encoded indices in row order, model inputs for the rows' last-token logits).
 
     ``for_generate``: as generate() takes them — every prompt token's id (a shared prefix's keys and
-    values come cached) and the positions left to the attention mask.
+    values come cached) and the positions left to the attention mask. ``repeats``: each whole prompt's
+    row that many times in a row (several samples per prompt).
     """
     if isinstance(work, PrefixBatch):
         inputs, prefix_ids = prefill(model, encoded, work, pad_token_id)
@@ -93,9 +94,10 @@ def _inputs(model, encoded: list[dict], work: PrefixBatch | list[int], pad_token
                       "attention_mask": inputs["attention_mask"], "past_key_values": inputs["past_key_values"]}
         return work.rows, inputs
     device = _model_device(model)
-    inputs = {k: v.to(device) for k, v in collate([encoded[i] for i in work], pad_token_id).items()}
+    batch = collate([encoded[i] for i in work for _ in range(repeats)], pad_token_id)
+    inputs = {k: v.to(device) for k, v in model_inputs(model, batch).items()}
     if for_generate:
-        inputs.pop("position_ids")
+        inputs.pop("position_ids", None)
     return work, inputs
 
 
@@ -149,12 +151,10 @@ def _generate(model, processor, requests: list[Request], batch_size: int, system
     tokenizer = processor.tokenizer
     model.eval()
     device = _model_device(model)
-    work_list = _work(model, requests, encoded, batch_size, tokenizer.pad_token_id, share_faces=sampling is None,
+    work_list = _work(model, requests, encoded, batch_size, tokenizer.pad_token_id, share_faces=sampling is None and samples == 1,
                       for_generate=True)
     for work in tqdm(work_list, desc=desc, unit="batch", leave=False):
-        indices, batch = _inputs(model, encoded, work, tokenizer.pad_token_id, for_generate=True)
-        if samples > 1:
-            batch = {k: v.repeat_interleave(samples, dim=0) for k, v in batch.items()}
+        indices, batch = _inputs(model, encoded, work, tokenizer.pad_token_id, for_generate=True, repeats=samples)
         processors = LogitsProcessorList([sampling.processor(indices[0], device)] if sampling else [])
         output = model.generate(**batch, do_sample=False, logits_processor=processors,
                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,

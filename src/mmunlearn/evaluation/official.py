@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from mmunlearn.data.schema import OPTION_LETTERS, Modality, Profile, QAItem, Task
 from mmunlearn.models.prompts import encode_conversation, target_text, task_text
+from mmunlearn.training.data import collate, model_inputs
 
 OFFICIAL_MAX_NEW_TOKENS = 50
 DEMONSTRATIONS = {Task.MCQ: 1, Task.CLOZE: 1, Task.GENERATION: 0}  # eval.py: 1 for classification, 1-2 for cloze
@@ -67,10 +68,8 @@ def official_replies(model, processor, questions: list, demos, system_prompt: st
     for index, question in enumerate(tqdm(questions, desc="official protocol", unit="question", leave=False)):
         encoded = encode_conversation(processor, _turns(question.request.user_text, question.request.image_png,
                                                         question.item, demos, index), system_prompt)
-        inputs = {"input_ids": encoded["input_ids"][None].to(device),
-                  "attention_mask": torch.ones_like(encoded["input_ids"])[None].to(device)}
-        if "pixel_values" in encoded:
-            inputs["pixel_values"] = encoded["pixel_values"].to(device)
+        batch = model_inputs(model, collate([encoded], tokenizer.pad_token_id))
+        inputs = {k: v.to(device) for k, v in batch.items() if k != "position_ids"}  # generate() counts them
         output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         replies.append(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip())

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from mmunlearn.training.data import collate
+from mmunlearn.models.prompts import IMAGE_INPUTS, TOKEN_EXTRAS
+from mmunlearn.training.data import collate, model_inputs
 
 log = logging.getLogger(__name__)
 
@@ -103,19 +104,31 @@ def prefill(model, encoded: list[dict], batch: PrefixBatch, pad_token_id: int) -
     cache_position, past_key_values — and each row's prefix ids (generation wants the whole prompt)."""
     device = next(model.parameters()).device
     length = batch.prefix_length
-    prefix_ids = torch.stack([encoded[i]["input_ids"][:length] for i in batch.prefixes]).to(device)
-    pixel_values = torch.stack([encoded[i]["pixel_values"] for i in batch.prefixes]).to(device)
-    cache = model(input_ids=prefix_ids, pixel_values=pixel_values, attention_mask=torch.ones_like(prefix_ids),
-                  use_cache=True, logits_to_keep=1).past_key_values
+    prefixes = collate([_cut(encoded[i], None, length) for i in batch.prefixes], pad_token_id)
+    prefix_ids = prefixes["input_ids"].to(device)
+    prefix_inputs = {k: v.to(device) for k, v in model_inputs(model, prefixes).items() if k != "position_ids"}
+    cache = model(**prefix_inputs, use_cache=True, logits_to_keep=1).past_key_values
     row_prefix = torch.tensor(batch.prefix_of_row, device=device)
     cache.batch_select_indices(row_prefix)
-    own = collate([{"input_ids": encoded[i]["input_ids"][length:]} for i in batch.rows], pad_token_id)
+    own = collate([_cut(encoded[i], length, None) for i in batch.rows], pad_token_id)
     rows, width = own["input_ids"].shape
     attention_mask = torch.cat([torch.ones((rows, length), dtype=torch.long), own["attention_mask"]], dim=1)
-    inputs = {"input_ids": own["input_ids"].to(device), "attention_mask": attention_mask.to(device),
-              "position_ids": (length + own["position_ids"]).to(device),
-              "cache_position": torch.arange(length, length + width, device=device), "past_key_values": cache}
+    inputs = {**{k: v.to(device) for k, v in model_inputs(model, own).items()},
+              "attention_mask": attention_mask.to(device), "cache_position": torch.arange(length, length + width, device=device),
+              "past_key_values": cache}
+    if "position_ids" in inputs:
+        inputs["position_ids"] = length + inputs["position_ids"]
     return inputs, prefix_ids[row_prefix]
+
+
+def _cut(encoded: dict, start: int | None, stop: int | None) -> dict:
+    """The tokens [start:stop] of an encoded prompt (with their per-token ids); the prefix keeps the images."""
+    cut = {"input_ids": encoded["input_ids"][start:stop]}
+    if TOKEN_EXTRAS in encoded:
+        cut[TOKEN_EXTRAS] = {k: v[start:stop] for k, v in encoded[TOKEN_EXTRAS].items()}
+    if start is None and IMAGE_INPUTS in encoded:
+        cut[IMAGE_INPUTS] = encoded[IMAGE_INPUTS]
+    return cut
 
 
 _EXACTNESS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -135,7 +148,7 @@ def prefix_sharing_is_exact(model, encoded: list[dict], batch: PrefixBatch, pad_
         log.warning("this model does not take a shared image prefix (%s): evaluating whole prompts", error)
         _EXACTNESS[model] = False
         return False
-    whole_inputs = {k: v.to(device) for k, v in collate([encoded[probe.rows[0]]], pad_token_id).items()}
+    whole_inputs = {k: v.to(device) for k, v in model_inputs(model, collate([encoded[probe.rows[0]]], pad_token_id)).items()}
     whole = torch.log_softmax(model(**whole_inputs, logits_to_keep=1).logits[0, -1].float(), dim=-1)
     likeliest = whole.topk(min(10, whole.numel())).indices
     difference = float((shared[likeliest] - whole[likeliest]).abs().max())

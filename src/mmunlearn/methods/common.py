@@ -12,14 +12,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from mmunlearn.training.data import IGNORE_INDEX
-
-MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids", "pixel_values")
-
-
-def model_inputs(batch: dict) -> dict:
-    """The tensors a forward pass takes (batches also carry labels and precomputed reference values)."""
-    return {key: batch[key] for key in MODEL_INPUTS if key in batch}
+from mmunlearn.training.data import IGNORE_INDEX, model_inputs
 
 
 def answer_logits(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -29,7 +22,7 @@ def answer_logits(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch
     of a small model's cost, and every objective only ever reads answer positions.
     """
     predicts_answer, targets = answer_positions(batch["labels"])
-    logits = model(**model_inputs(batch), logits_to_keep=predicts_answer).logits
+    logits = model(**model_inputs(model, batch), logits_to_keep=predicts_answer).logits
     return logits, targets, predicts_answer.nonzero()[:, 0]
 
 
@@ -61,7 +54,7 @@ def sequence_logprobs(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 def layer_output(model, batch: dict, layer: int | None) -> torch.Tensor:
     """Hidden states after decoder layer ``layer`` (1-based; ``None``: the middle one), [batch, seq, hidden]."""
-    hidden = model(**model_inputs(batch), output_hidden_states=True).hidden_states
+    hidden = model(**model_inputs(model, batch), output_hidden_states=True).hidden_states
     depth = len(hidden) - 1
     index = depth // 2 if layer is None else layer
     if not 1 <= index <= depth:

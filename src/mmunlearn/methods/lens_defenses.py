@@ -29,7 +29,7 @@ def answer_lens(model, batch: dict, layers) -> tuple[torch.Tensor, torch.Tensor]
     chosen = resolve_layers(inner, layers)
     predicts, targets = answer_positions(batch["labels"])
     with captured_layer_outputs(inner, chosen) as captured:
-        model(**model_inputs(batch), logits_to_keep=1)  # only the hooked states are used
+        model(**model_inputs(model, batch), logits_to_keep=1)  # only the hooked states are used
     hidden = torch.stack([captured[number][predicts] for number in chosen], dim=1)  # [n, |L|, hidden]
     return lens_logprobs(inner, hidden), targets
 

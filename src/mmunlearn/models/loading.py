@@ -8,6 +8,7 @@ safetensors only; ``trust_remote_code`` stays off unless params turn it on.
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,22 @@ def load_model(source: str | Path, adapter: str | Path | None = None, *, trust_r
         loaded.tokenizer.pad_token = loaded.tokenizer.eos_token
     loaded.tokenizer.padding_side = "left"
     return loaded
+
+
+_DERIVES_POSITIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def derives_positions(model) -> bool:
+    """Whether the model computes token positions from its inputs itself — multimodal rotary positions
+    (Qwen2-VL's M-RoPE: ``get_rope_index``), where a plain count of real tokens would be wrong. Read off
+    the modules once per model, whatever wraps it (peft, DeepSpeed)."""
+    import torch
+
+    if not isinstance(model, torch.nn.Module):  # e.g. a function standing in for one
+        return False
+    if model not in _DERIVES_POSITIONS:
+        _DERIVES_POSITIONS[model] = any(callable(getattr(module, "get_rope_index", None)) for module in model.modules())
+    return _DERIVES_POSITIONS[model]
 
 
 def lora_config(settings):

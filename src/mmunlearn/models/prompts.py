@@ -63,8 +63,14 @@ def decode_image(png: bytes) -> Image.Image:
     return Image.open(io.BytesIO(png)).convert("RGB")
 
 
+# An encoded prompt is a dict: "input_ids" (1-D), and, as the model's processor gives them,
+TOKEN_EXTRAS = "token_extras"  # other per-token ids (1-D each, e.g. Qwen2-VL's mm_token_type_ids)
+IMAGE_INPUTS = "image_inputs"  # the image tensors of the prompt's faces (pixel_values, image_grid_thw, ...)
+_TEXT_KEYS = ("input_ids", "attention_mask")
+
+
 def encode_prompt(processor, text: str, image_png: bytes | None, system_prompt: str | None = None) -> dict:
-    """Token ids of the rendered prompt (image placeholders expanded) and pixel values when shown a face."""
+    """Token ids of the rendered prompt (image placeholders expanded) and the image inputs when shown a face."""
     return encode_prompts(processor, [(text, image_png)], system_prompt)[0]
 
 
@@ -75,6 +81,8 @@ def encode_prompts(processor, prompts: Sequence[tuple[str, bytes | None]], syste
     A processor call costs ~1 ms of argument handling before any work: per prompt that was a quarter of
     a small model's evaluation. Prompts with and without a face go in separate calls; each row keeps
     only its own tokens (the attention mask drops the chunk's padding), so it equals a lone encoding.
+    A processor whose image tensors are not one entry per prompt (e.g. every image's patches in one
+    flat tensor) is called once per prompt instead.
     """
     encoded: list[dict] = [{} for _ in prompts]
     for with_image in (False, True):
@@ -83,17 +91,49 @@ def encode_prompts(processor, prompts: Sequence[tuple[str, bytes | None]], syste
             chunk = indices[start:start + chunk_size]
             texts = [render_prompt(processor, prompts[i][0], with_image, system_prompt) for i in chunk]
             images = [decode_image(prompts[i][1]) for i in chunk] if with_image else None
-            batch = processor(images=images, text=texts, padding=True, return_tensors="pt")
-            for row, index in enumerate(chunk):
-                encoded[index]["input_ids"] = batch["input_ids"][row][batch["attention_mask"][row].bool()]
-                if with_image:
-                    encoded[index]["pixel_values"] = batch["pixel_values"][row]
+            rows = _rows(processor(images=images, text=texts, padding=True, return_tensors="pt"))
+            if rows is None:
+                rows = [_rows(processor(images=[image], text=[text], return_tensors="pt"))[0]
+                        for image, text in zip(images, texts)]
+            for index, row in zip(chunk, rows):
+                encoded[index] = row
     return encoded
+
+
+def _rows(batch) -> list[dict] | None:
+    """Each prompt's encoding from one processor call; None when its image tensors cannot be split by
+    prompt (a call over one prompt always can)."""
+    shape = batch["input_ids"].shape
+    token_keys = [k for k, v in batch.items() if k not in _TEXT_KEYS and getattr(v, "shape", None) == shape]
+    image_keys = [k for k in batch if k not in _TEXT_KEYS and k not in token_keys]
+    if shape[0] > 1 and any(len(batch[k]) != shape[0] for k in image_keys):
+        return None
+    keep = batch["attention_mask"].bool()
+    rows = []
+    for row in range(shape[0]):
+        encoded = {"input_ids": batch["input_ids"][row][keep[row]]}
+        if token_keys:
+            encoded[TOKEN_EXTRAS] = {k: batch[k][row][keep[row]] for k in token_keys}
+        if image_keys:
+            encoded[IMAGE_INPUTS] = {k: batch[k][row:row + 1] if shape[0] > 1 else batch[k] for k in image_keys}
+        rows.append(encoded)
+    return rows
+
+
+def with_tokens(encoded: dict, ids) -> dict:
+    """``encoded`` with text tokens appended (a tensor of ids: an answer, a fact's start): other per-token
+    ids extend with 0, the value processors give text tokens."""
+    import torch
+
+    extended = {**encoded, "input_ids": torch.cat([encoded["input_ids"], ids.to(encoded["input_ids"].dtype)])}
+    if TOKEN_EXTRAS in encoded:
+        extended[TOKEN_EXTRAS] = {k: torch.cat([v, v.new_zeros(len(ids))]) for k, v in encoded[TOKEN_EXTRAS].items()}
+    return extended
 
 
 def encode_conversation(processor, turns: list[tuple[str, bytes | None, str | None]],
                         system_prompt: str | None = None) -> dict:
-    """Token ids and the pixels of every image shown (in order) of a multi-turn prompt.
+    """Token ids and the image inputs of every image shown (in order) of a multi-turn prompt.
 
     Each turn is (user text, face image or None, the assistant's reply or None for the open last
     turn): e.g. the official protocol's few-shot demonstrations, then the question. A system prompt
@@ -107,8 +147,4 @@ def encode_conversation(processor, turns: list[tuple[str, bytes | None, str | No
         if reply is not None:
             messages.append({"role": "assistant", "content": [{"type": "text", "text": reply}]})
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    encoded = processor(images=images or None, text=[prompt], return_tensors="pt")
-    result = {"input_ids": encoded["input_ids"][0]}
-    if images:
-        result["pixel_values"] = encoded["pixel_values"]
-    return result
+    return _rows(processor(images=images or None, text=[prompt], return_tensors="pt"))[0]

@@ -30,6 +30,7 @@ def training_arguments(config: TrainConfig, checkpoint_dir: Path, **overrides) -
         remove_unused_columns=False,  # our collator needs every field
         seed=config.seed,
         data_seed=config.seed,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(),
         deepspeed=str(config.deepspeed) if config.deepspeed else None,

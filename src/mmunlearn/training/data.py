@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 import torch
 
-from mmunlearn.models.prompts import encode_conversation, encode_prompt
+from mmunlearn.models.prompts import IMAGE_INPUTS, TOKEN_EXTRAS, encode_conversation, encode_prompt, with_tokens
 
 IGNORE_INDEX = -100
-CONVERSATION = "conversation"  # marks an encoded multi-turn example: its pixel_values hold each face it shows
+CONVERSATION = "conversation"  # marks an encoded multi-turn example (its image inputs hold each face it shows)
+NOT_MODEL_INPUTS = ("labels", "reference_logprob")  # batch entries the objectives read, not the forward pass
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def encode_example(processor, example: TextExample, system_prompt: str | None = 
     """
     if prompt is not None:
         encoded = dict(prompt)
-    elif example.context:  # pixels of every face shown, in order (``collate`` joins them, not stacks)
+    elif example.context:  # image inputs of every face shown, in order
         encoded = encode_conversation(processor, [*example.context, (example.user_text, example.image_png, None)],
                                       system_prompt)
         encoded[CONVERSATION] = True
@@ -92,15 +93,17 @@ def encode_example(processor, example: TextExample, system_prompt: str | None = 
             raise ValueError(f"prompt target {phrase!r} does not tokenize the same inside the prompt")
         for start in starts:
             prompt_labels[start:start + len(phrase_ids)] = prompt_ids[start:start + len(phrase_ids)]
-    encoded["input_ids"] = torch.cat([prompt_ids, answer_ids])
+    encoded = with_tokens(encoded, answer_ids)
     encoded["labels"] = torch.cat([prompt_labels, answer_labels])
     return encoded
 
 
 def collate(examples: list[dict[str, torch.Tensor]], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Left-pad a batch (as generation does); the images of the examples that show any, in order.
+    """Left-pad a batch (as generation does); the image inputs of the examples that show any, in order.
 
     Position ids count real tokens only, so a padded row is computed exactly as it would be alone.
+    Other per-token ids (``TOKEN_EXTRAS``) pad with 0; each image input is joined along its first axis
+    (images, or a flat run of patches), zero-padded where faces differ in count (e.g. one prompt's two).
     """
     length = max(len(e["input_ids"]) for e in examples)
     batch = {
@@ -109,18 +112,43 @@ def collate(examples: list[dict[str, torch.Tensor]], pad_token_id: int) -> dict[
     }
     if "labels" in examples[0]:
         batch["labels"] = torch.full((len(examples), length), IGNORE_INDEX, dtype=torch.long)
+    extras = sorted({key for e in examples for key in e.get(TOKEN_EXTRAS, {})})
+    for key in extras:
+        batch[key] = torch.zeros((len(examples), length), dtype=torch.long)
     for row, example in enumerate(examples):
         n = len(example["input_ids"])
         batch["input_ids"][row, length - n:] = example["input_ids"]
         batch["attention_mask"][row, length - n:] = 1
         if "labels" in batch:
             batch["labels"][row, length - n:] = example["labels"]
+        for key, ids in example.get(TOKEN_EXTRAS, {}).items():
+            batch[key][row, length - n:] = ids
     batch["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-    # One image per example, or a conversation's several in showing order: the batch's images in one list
-    pixels = [e["pixel_values"] if e.get(CONVERSATION) else e["pixel_values"].unsqueeze(0)
-              for e in examples if "pixel_values" in e]
-    if pixels:
-        batch["pixel_values"] = torch.cat(pixels)
+    batch.update(collate_images(examples))
     if "reference_logprob" in examples[0]:  # precomputed by methods that compare with a reference model
         batch["reference_logprob"] = torch.stack([e["reference_logprob"] for e in examples])
     return batch
+
+
+def collate_images(examples: list[dict]) -> dict[str, torch.Tensor]:
+    """The image inputs of ``examples`` (those that show a face), joined in order."""
+    shown = [e[IMAGE_INPUTS] for e in examples if IMAGE_INPUTS in e]
+    return {key: _joined([inputs[key] for inputs in shown]) for key in (shown[0] if shown else {})}
+
+
+def _joined(tensors: list[torch.Tensor]) -> torch.Tensor:
+    widest = [max(sizes) for sizes in zip(*(t.shape[1:] for t in tensors))]
+    if any(list(t.shape[1:]) != widest for t in tensors):
+        tensors = [torch.nn.functional.pad(t, [p for size, full in zip(reversed(t.shape[1:]), reversed(widest))
+                                               for p in (0, full - size)]) for t in tensors]
+    return torch.cat(tensors)
+
+
+def model_inputs(model, batch: dict) -> dict:
+    """The entries of ``batch`` the model's forward pass takes. A model that derives positions from its
+    inputs itself (multimodal rotary positions: ``derives_positions``) does not get the token counts."""
+    from mmunlearn.models.loading import derives_positions
+
+    own_positions = derives_positions(model)
+    return {key: value for key, value in batch.items()
+            if key not in NOT_MODEL_INPUTS and not (own_positions and key == "position_ids")}

@@ -28,6 +28,7 @@ class EncodedDataset(Dataset):
     def __init__(self, examples: list[dict]):
         self.examples = examples
         self.is_conversation = [bool(e.get(CONVERSATION)) for e in examples]
+        self.lengths = [len(e["input_ids"]) for e in examples]
 
     @property
     def has_conversations(self) -> bool:
@@ -64,16 +65,23 @@ class ForgetRetainDataset(Dataset):
         return item
 
 
-class TurnGroupedSampler(Sampler[int]):
-    """A seeded random order in which each batch is all single-turn examples or all conversations.
+class GroupedBatchSampler(Sampler[int]):
+    """A seeded random order of whole batches, each all single turns or all conversations and, given
+    lengths, of examples of similar length.
 
     A conversation (a demonstration before the question) is about twice as long as a single turn, and
     one in a batch pads every row to its length: mixed in at random, one drill in ten would double the
-    cost of almost every batch. Batches of single turns are drawn as a random sampler mixes them.
+    cost of almost every batch. With ``lengths``, each kind's random stream is cut into mega-batches of
+    ``megabatch`` batches, sorted by length within, then cut into batches (HF's group_by_length); the
+    batches are then shuffled, so consecutive steps do not walk one mega-batch from long to short.
     """
 
-    def __init__(self, is_conversation: list[bool], batch_size: int, seed: int):
-        self.is_conversation, self.batch_size, self.seed, self.epoch = is_conversation, batch_size, seed, 0
+    def __init__(self, is_conversation: list[bool], batch_size: int, seed: int,
+                 lengths: list[int] | None = None, megabatch: int = 50):
+        if lengths is not None and len(lengths) != len(is_conversation):
+            raise ValueError("one length per example is needed")
+        self.is_conversation, self.batch_size, self.seed = is_conversation, batch_size, seed
+        self.lengths, self.megabatch, self.epoch = lengths, megabatch, 0
 
     def set_epoch(self, epoch: int) -> None:  # the Trainer calls this before every epoch
         self.epoch = epoch
@@ -86,13 +94,20 @@ class TurnGroupedSampler(Sampler[int]):
         order = torch.randperm(len(self.is_conversation), generator=generator).tolist()
         size, batches, leftover = self.batch_size, [], []
         for kind in (False, True):
-            stream = [index for index in order if self.is_conversation[index] is kind]
+            stream = self._length_grouped([index for index in order if self.is_conversation[index] is kind])
             whole = len(stream) - len(stream) % size
             batches += [stream[start:start + size] for start in range(0, whole, size)]
             leftover += stream[whole:]  # the partial batches go last, so every batch before is whole
         for position in torch.randperm(len(batches), generator=generator).tolist():
             yield from batches[position]
         yield from leftover
+
+    def _length_grouped(self, stream: list[int]) -> list[int]:
+        if self.lengths is None:
+            return stream
+        span = self.batch_size * self.megabatch
+        return [index for start in range(0, len(stream), span)
+                for index in sorted(stream[start:start + span], key=self.lengths.__getitem__, reverse=True)]
 
 
 @dataclass(frozen=True)
@@ -115,10 +130,12 @@ class ObjectiveTrainer(Trainer):
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        if not getattr(dataset, "has_conversations", False):
+        by_length = self.args.train_sampling_strategy == "group_by_length" and isinstance(dataset, EncodedDataset)
+        if not (by_length or getattr(dataset, "has_conversations", False)):
             return super()._get_train_sampler(train_dataset)
-        return TurnGroupedSampler(dataset.is_conversation, self.args.train_batch_size * self.args.gradient_accumulation_steps
-                                  * max(1, self.args.world_size), self.args.seed)
+        return GroupedBatchSampler(dataset.is_conversation, self.args.train_batch_size * self.args.gradient_accumulation_steps
+                                   * max(1, self.args.world_size), self.args.seed,
+                                   dataset.lengths if by_length else None)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss = self.loss_fn(model, inputs)

@@ -1,0 +1,215 @@
+"""The study's one code path on other image-text-to-text families, built offline at toy sizes.
+
+Idefics2 keeps each prompt's images in a row of their own (padded across rows, with a pixel mask);
+Qwen2-VL puts every image's patches in one flat tensor with ``image_grid_thw``, marks image tokens in a
+per-token ``mm_token_type_ids`` and derives multimodal rotary positions itself. Encoding, batching,
+scoring, generation and the training loss must treat them as the processor and the model expect,
+without a branch on the family: each check compares against the model run on its own processor's
+output, one prompt at a time.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import (
+    Idefics2Config,
+    Idefics2ForConditionalGeneration,
+    Idefics2ImageProcessorPil,
+    Idefics2Processor,
+    Qwen2VLConfig,
+    Qwen2VLForConditionalGeneration,
+    Qwen2VLImageProcessorPil,
+    Qwen2VLProcessor,
+)
+from transformers.processing_utils import ProcessorMixin
+
+from mmunlearn.config import DataConfig
+from mmunlearn.data.synthetic import generate_benchmark
+from mmunlearn.evaluation.engine import Request, generate_replies, score_options
+from mmunlearn.methods.common import answer_logits
+from mmunlearn.models.loading import derives_positions, load_model
+from mmunlearn.models.prompts import IMAGE_INPUTS, TOKEN_EXTRAS, decode_image, encode_prompts, mcq_text, render_prompt
+from mmunlearn.models.tiny import build_tiny_model, tokenizer_corpus
+from mmunlearn.training.data import TextExample, collate, encode_example
+from tests.conftest import SMALL_DATA
+from tests.models.test_tiny import SMALL_ARCH
+
+
+def _template(open_turn: str, image: str, close_turn: str, assistant: str) -> str:
+    return ("{% for message in messages %}" + open_turn +
+            "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+            "{% for part in message['content'] %}{% if part['type'] == 'image' %}" + image +
+            "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}" + close_turn +
+            "{% endfor %}{% if add_generation_prompt %}" + assistant + "{% endif %}")
+
+
+IDEFICS2_TEMPLATE = _template("{{ message['role'].capitalize() }}:", "<image>", "<end_of_utterance>\n", "Assistant:")
+QWEN2_VL_TEMPLATE = _template("<|im_start|>{{ message['role'] }}\n", "<|vision_start|><|image_pad|><|vision_end|>",
+                              "<|im_end|>\n", "<|im_start|>assistant\n")
+
+
+class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
+    """Qwen2-VL's processor without its video processor, which needs torchvision (not a dependency here):
+    the same image and text handling."""
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        self.image_token, self.video_token = "<|image_pad|>", "<|video_pad|>"
+        self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+        self.video_token_id = tokenizer.unk_token_id
+        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+
+@pytest.fixture(scope="module")
+def study():
+    benchmark = generate_benchmark(DataConfig(**SMALL_DATA))
+    _, processor = build_tiny_model(tokenizer_corpus(benchmark.full), SMALL_ARCH)
+    return benchmark, processor.tokenizer
+
+
+def _text_config(tokenizer, **extra) -> dict:
+    return dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=tokenizer.bos_token_id, **extra)
+
+
+def _idefics2(study, folder):
+    """Built, saved and loaded back as any hub checkpoint is (AutoProcessor + AutoModelForImageTextToText)."""
+    tokenizer = copy.deepcopy(study[1])
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<fake_token_around_image>", "<end_of_utterance>"]})
+    tokenizer.image_boundary_token = "<fake_token_around_image>"
+    image_processor = Idefics2ImageProcessorPil(do_image_splitting=False, size={"shortest_edge": 28, "longest_edge": 28})
+    processor = Idefics2Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=4,
+                                  chat_template=IDEFICS2_TEMPLATE)
+    config = Idefics2Config(
+        text_config=_text_config(tokenizer, model_type="mistral"),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=28, patch_size=14),
+        perceiver_config=dict(resampler_n_latents=4, resampler_depth=1, resampler_n_heads=2, resampler_head_dim=16,
+                              num_key_value_heads=1),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"))
+    torch.manual_seed(0)
+    Idefics2ForConditionalGeneration(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    settings = json.loads((folder / "tokenizer_config.json").read_text())  # as Idefics2's own checkpoints name it
+    settings["image_boundary_token"] = "<fake_token_around_image>"
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings))
+    loaded = load_model(folder)
+    return loaded.model.eval(), loaded.processor
+
+
+def _qwen2_vl(study, folder):
+    tokenizer = copy.deepcopy(study[1])
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", "<|vision_start|>",
+                                                                "<|image_pad|>", "<|vision_end|>"]})
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=56 * 56, patch_size=14, merge_size=2,
+                                               temporal_patch_size=2)
+    processor = ImageOnlyQwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                          chat_template=QWEN2_VL_TEMPLATE)
+    config = Qwen2VLConfig(
+        text_config=_text_config(tokenizer, rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]}),
+        vision_config=dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2, patch_size=14, spatial_merge_size=2,
+                           temporal_patch_size=2, in_channels=3, mlp_ratio=2),
+        image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
+        vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
+        vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"))
+    torch.manual_seed(0)
+    model = Qwen2VLForConditionalGeneration(config).eval()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    tokenizer.padding_side = "left"
+    return model, processor
+
+
+BUILDERS = {"idefics2": _idefics2, "qwen2_vl": _qwen2_vl}
+
+
+@pytest.fixture(scope="module", params=sorted(BUILDERS))
+def family(request, study, tmp_path_factory):
+    model, processor = BUILDERS[request.param](study, tmp_path_factory.mktemp(request.param))
+    return request.param, model, processor, study[0]
+
+
+def _requests(benchmark) -> list[Request]:
+    """Multiple-choice questions of three people, asked with the face and by name, of varied lengths."""
+    return [Request(mcq_text(item.question, item.options), profile.image if item.modality == "image" else None)
+            for profile in benchmark.full[:3] for item in profile.items if item.options][:10]
+
+
+def _alone(model, processor, request: Request) -> torch.Tensor:
+    """Next-token log-probabilities from the model on its processor's output for one prompt."""
+    with_image = request.image_png is not None
+    inputs = processor(images=[decode_image(request.image_png)] if with_image else None,
+                       text=[render_prompt(processor, request.user_text, with_image)], return_tensors="pt")
+    with torch.no_grad():
+        return torch.log_softmax(model(**inputs).logits[0, -1].float(), dim=-1)
+
+
+def test_only_multimodal_rotary_positions_are_left_to_the_model(family):
+    name, model, _, _ = family
+    assert derives_positions(model) is (name == "qwen2_vl")
+
+
+def test_chunked_encoding_equals_one_processor_call_per_prompt(family):
+    name, _, processor, benchmark = family
+    requests = _requests(benchmark)
+    assert any(r.image_png for r in requests) and any(r.image_png is None for r in requests)
+    encodings = encode_prompts(processor, [(r.user_text, r.image_png) for r in requests], chunk_size=4)
+    for request, encoded in zip(requests, encodings):
+        with_image = request.image_png is not None
+        alone = processor(images=[decode_image(request.image_png)] if with_image else None,
+                          text=[render_prompt(processor, request.user_text, with_image)], return_tensors="pt")
+        assert torch.equal(encoded["input_ids"], alone["input_ids"][0])
+        for key, ids in encoded.get(TOKEN_EXTRAS, {}).items():
+            assert torch.equal(ids, alone[key][0])
+        assert (IMAGE_INPUTS in encoded) == with_image
+        for key, value in encoded.get(IMAGE_INPUTS, {}).items():
+            assert torch.equal(value, alone[key])
+    if name == "qwen2_vl":  # every image's patches in one tensor, the grid per image, image tokens marked
+        shown = [e for e in encodings if IMAGE_INPUTS in e]
+        assert all(set(e[IMAGE_INPUTS]) == {"pixel_values", "image_grid_thw"} for e in shown)
+        assert all("mm_token_type_ids" in e[TOKEN_EXTRAS] for e in encodings)
+
+
+def test_batched_option_scores_equal_the_model_on_each_prompt_alone(family):
+    _, model, processor, benchmark = family
+    requests = _requests(benchmark)
+    scores = score_options(model, processor, requests, batch_size=4)
+    letters = [processor.tokenizer(" " + letter, add_special_tokens=False)["input_ids"][0] for letter in "ABCD"]
+    for request, score in zip(requests, scores):
+        reference = _alone(model, processor, request)
+        assert [score[letter] for letter in "ABCD"] == pytest.approx(reference[letters].tolist(), abs=1e-4)
+
+
+def test_batched_generation_equals_one_prompt_at_a_time(family):
+    _, model, processor, benchmark = family
+    requests = _requests(benchmark)
+    together = generate_replies(model, processor, requests, batch_size=5, max_new_tokens=6)
+    assert together == [generate_replies(model, processor, [r], batch_size=1, max_new_tokens=6)[0] for r in requests]
+
+
+def test_training_batches_compute_each_example_as_alone_and_train_an_adapter(family):
+    _, model, processor, benchmark = family
+    profile, other = benchmark.full[3], benchmark.full[4]
+    examples = [encode_example(processor, TextExample(pair.question, pair.answer,
+                                                      profile.image if pair.modality == "image" else None))
+                for pair in profile.finetune_pairs[:6]]
+    # a conversation showing two faces beside one-face rows: image inputs of unequal count in one batch
+    examples.append(encode_example(processor, TextExample("Who is this?", other.name, profile.image,
+                                                          context=(("Who is that?", other.image, other.name),))))
+    assert any(IMAGE_INPUTS in e for e in examples) and any(IMAGE_INPUTS not in e for e in examples)
+    pad = processor.tokenizer.pad_token_id
+    with torch.no_grad():
+        together, _, _ = answer_logits(model, collate(examples, pad))
+        alone = torch.cat([answer_logits(model, collate([e], pad))[0] for e in examples])
+    assert torch.allclose(together, alone, atol=1e-4)
+    lora = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, lora_alpha=4, target_modules="all-linear"))
+    logits, targets, _ = answer_logits(lora, collate(examples, pad))
+    torch.nn.functional.cross_entropy(logits.float(), targets).backward()
+    trained = [p.grad for n, p in lora.named_parameters() if "lora_B" in n]
+    assert trained and all(g is not None for g in trained) and any(g.abs().sum() > 0 for g in trained)
