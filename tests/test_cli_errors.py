@@ -93,3 +93,26 @@ def test_unknown_objective_is_named(project, capsys):
     (project / "params.yaml").write_text("methods:\n  ga: {forget: gradient_descent}\n")
     code, _, err = run_cli(["unlearn", "--method", "ga"], capsys)
     _assert_one_clean_line(code, err, "methods.ga", "unknown forget objective", "gradient_descent")
+
+
+@pytest.mark.parametrize(("offline", "needles"), [
+    ("1", ("model.name", "some-org/no-such-model", "not in the Hugging Face cache", "HF_HUB_OFFLINE")),
+    ("", ("model.name", "some-org/no-such-model", "cannot be reached", "127.0.0.1:9")),
+])
+def test_a_hub_model_that_cannot_be_had_fails_at_the_base_stage(project, capsys, monkeypatch, offline, needles):
+    """Offline with nothing cached, loading would retry every file for minutes before a hub error."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", offline)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", bool(offline))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens, refused at once
+    (project / "params.yaml").write_text("model:\n  name: some-org/no-such-model\n")
+    code, _, err = run_cli(["base"], capsys)
+    _assert_one_clean_line(code, err, *needles)
+    assert not (project / "models").exists()
+
+
+def test_a_missing_model_folder_is_named(project, capsys):
+    (project / "params.yaml").write_text("model:\n  name: ./weights/llava\n")
+    code, _, err = run_cli(["base"], capsys)
+    _assert_one_clean_line(code, err, "model.name", "./weights/llava", "does not exist")

@@ -213,3 +213,39 @@ def test_training_batches_compute_each_example_as_alone_and_train_an_adapter(fam
     torch.nn.functional.cross_entropy(logits.float(), targets).backward()
     trained = [p.grad for n, p in lora.named_parameters() if "lora_B" in n]
     assert trained and all(g is not None for g in trained) and any(g.abs().sum() > 0 for g in trained)
+
+
+def test_the_logit_lens_at_the_last_layer_is_the_models_prediction_and_the_attacks_run(family):
+    """The white-box attacks read the decoder through the standard accessors, whatever the family."""
+    from mmunlearn.attacks.whitebox import lens_query, logit_lens, whitebox_extractions
+    from mmunlearn.methods.lens import resolve_layers
+    from mmunlearn.training.data import model_inputs
+
+    _, model, processor, benchmark = family
+    profile = benchmark.full[0]
+    pairs = [pair for pair in profile.finetune_pairs if pair.value and pair.value in pair.answer][:4]
+    queries = [query for pair in pairs
+               if (query := lens_query(processor, pair.question, profile.image if pair.modality == "image" else None,
+                                       pair.answer, pair.value)) is not None]
+    assert queries
+    results = whitebox_extractions(model, processor, queries, layers=[-2, -1], k=5, batch_size=3)
+    assert len(results) == len(queries) and all("head_projection" in found for found in results)
+    batch = model_inputs(model, collate([queries[0].encoded], processor.tokenizer.pad_token_id))
+    with torch.no_grad():
+        own = torch.log_softmax(model(**batch).logits[0, -1].float(), dim=-1)
+    lens = logit_lens(model, batch, resolve_layers(model, [-1]))[0, 0]
+    assert torch.allclose(lens, own, atol=1e-4)
+
+
+def test_the_official_protocol_asks_with_a_demonstration_on_any_family(family):
+    from mmunlearn.config import SplitConfig
+    from mmunlearn.data.splits import make_split
+    from mmunlearn.evaluation.official import draw_demonstrations, official_replies
+    from mmunlearn.evaluation.run import questions_of
+
+    _, model, processor, benchmark = family
+    split = make_split(benchmark, SplitConfig(forget_percent=10))
+    questions = [q for q in questions_of(split) if q.set_name == "forget"][:4]
+    replies = official_replies(model, processor, questions, draw_demonstrations(list(split.retain), 0),
+                               max_new_tokens=4)
+    assert len(replies) == len(questions) and all(isinstance(reply, str) for reply in replies)

@@ -43,6 +43,9 @@ def base_examples(params: Params, benchmark) -> list:
 def build_base(params: Params) -> Path:
     target = base_dir(params)
     if params.model.name != TINY:
+        from mmunlearn.models.loading import available_locally
+
+        available_locally(params.model.name)  # fail here, not stages later, when it cannot be had
         with atomic_dir(target) as staging:
             (staging / SOURCE_FILE).write_text(json.dumps({"model": params.model.name}) + "\n")
         log.info("base model is %s (loaded from the hub cache or folder at each stage)", params.model.name)

@@ -31,13 +31,50 @@ def _dtype(name: str):
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}[name]
 
 
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")  # one file, or the index of its shards
+
+
+def available_locally(source: str | Path) -> bool:
+    """Whether ``source`` (params ``model.name``) loads without the network: a folder, or a hub id whose
+    files are in the Hugging Face cache. A hub id that is not cached must be downloaded: if the hub is
+    offline (HF_HUB_OFFLINE) or cannot be reached, this fails at once, naming the field, where loading
+    would retry each file for minutes."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    from mmunlearn.errors import ConfigError
+
+    if Path(source).is_dir():
+        return True
+    name = str(source)
+    if name.startswith((".", "/", "~")):
+        raise ConfigError(f"model.name: folder {name!r} does not exist")
+    cached = {file: isinstance(try_to_load_from_cache(name, file), str) for file in WEIGHT_FILES + ("config.json",)}
+    if cached["config.json"] and any(cached[file] for file in WEIGHT_FILES):  # else: download what is missing
+        return True
+    fix = (f"download it where there is a network (huggingface-cli download {name}, cache: {constants.HF_HUB_CACHE}) "
+           f"or set model.name to a folder with the weights")
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        raise ConfigError(f"model.name: {name!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: {fix}")
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or (443 if endpoint.scheme == "https" else 80)),
+                                 timeout=10).close()
+    except OSError as error:
+        raise ConfigError(f"model.name: {name!r} is not in the Hugging Face cache and {endpoint.geturl()} cannot be "
+                          f"reached ({error}): {fix}") from None
+    return False
+
+
 def load_model(source: str | Path, adapter: str | Path | None = None, *, trust_remote_code: bool = False,
                dtype: str = "float32", trainable_adapter: bool = False) -> LoadedModel:
     """Load a base model (hub id or folder) and optionally a LoRA adapter on top of it."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    local = Path(source).is_dir()
-    common = {"trust_remote_code": trust_remote_code, "local_files_only": local}
+    common = {"trust_remote_code": trust_remote_code, "local_files_only": available_locally(source)}
     processor = AutoProcessor.from_pretrained(str(source), **common)
     model = AutoModelForImageTextToText.from_pretrained(str(source), dtype=_dtype(dtype), use_safetensors=True,
                                                         **common)

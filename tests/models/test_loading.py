@@ -1,0 +1,53 @@
+"""Where a model comes from: a folder, or a hub id read from the Hugging Face cache with no network."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from huggingface_hub import constants
+
+from mmunlearn.config import DataConfig
+from mmunlearn.data.synthetic import generate_benchmark
+from mmunlearn.errors import ConfigError
+from mmunlearn.models.loading import available_locally, load_model
+from mmunlearn.models.tiny import build_tiny_model, tokenizer_corpus
+from tests.conftest import SMALL_DATA
+from tests.models.test_tiny import SMALL_ARCH
+
+
+def _cache_as_the_hub_leaves_it(cache, repo_id: str, model, processor, files=None):
+    """``cache/models--org--name/snapshots/<commit>/`` with ``refs/main`` naming the commit."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    model.save_pretrained(snapshot)
+    processor.save_pretrained(snapshot)
+    for name in files or ():
+        (snapshot / name).unlink()
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_tiny_model(tokenizer_corpus(generate_benchmark(DataConfig(**SMALL_DATA)).full), SMALL_ARCH)
+
+
+def test_a_cached_hub_id_loads_offline_as_the_folder_does(tiny, tmp_path, monkeypatch):
+    model, processor = tiny
+    _cache_as_the_hub_leaves_it(tmp_path / "hub", "some-org/tiny-llava", model, processor)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert available_locally("some-org/tiny-llava")
+    loaded = load_model("some-org/tiny-llava")
+    ids = torch.tensor([[processor.tokenizer.bos_token_id, 5, 6, 7]])
+    with torch.no_grad():
+        assert torch.equal(loaded.model(input_ids=ids).logits, model.eval()(input_ids=ids).logits)
+
+
+def test_a_cached_hub_id_without_its_weights_is_not_taken_as_available(tiny, tmp_path, monkeypatch):
+    model, processor = tiny
+    _cache_as_the_hub_leaves_it(tmp_path / "hub", "some-org/half", model, processor, files=["model.safetensors"])
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError, match="not in the Hugging Face cache"):
+        available_locally("some-org/half")
