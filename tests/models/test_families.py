@@ -237,15 +237,31 @@ def test_the_logit_lens_at_the_last_layer_is_the_models_prediction_and_the_attac
     assert torch.allclose(lens, own, atol=1e-4)
 
 
-def test_the_official_protocol_asks_with_a_demonstration_on_any_family(family):
+def test_the_official_protocol_replies_as_the_model_does_on_its_processors_conversation(family):
     from mmunlearn.config import SplitConfig
     from mmunlearn.data.splits import make_split
-    from mmunlearn.evaluation.official import draw_demonstrations, official_replies
+    from mmunlearn.evaluation.official import _turns, draw_demonstrations, official_replies
+    from mmunlearn.models.prompts import chat_messages
     from mmunlearn.evaluation.run import questions_of
 
     _, model, processor, benchmark = family
     split = make_split(benchmark, SplitConfig(forget_percent=10))
-    questions = [q for q in questions_of(split) if q.set_name == "forget"][:4]
-    replies = official_replies(model, processor, questions, draw_demonstrations(list(split.retain), 0),
-                               max_new_tokens=4)
-    assert len(replies) == len(questions) and all(isinstance(reply, str) for reply in replies)
+    forget = [q for q in questions_of(split) if q.set_name == "forget"]
+    questions = [q for q in forget if q.request.image_png][:2] + [q for q in forget if not q.request.image_png][:2]
+    demos = draw_demonstrations(list(split.retain), 0)
+    replies = official_replies(model, processor, questions, demos, max_new_tokens=4)
+    assert len(replies) == len(questions)
+    for index, (question, reply) in enumerate(zip(questions, replies)):  # the model on its processor's output
+        turns = _turns(question.request.user_text, question.request.image_png, question.item, demos, index)
+        messages, images = [], []
+        for text, png, answer in turns:
+            messages += chat_messages(text, png is not None)
+            images += [decode_image(png)] if png is not None else []
+            if answer is not None:
+                messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+        inputs = processor(images=images or None, return_tensors="pt",
+                           text=[processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)])
+        output = model.generate(**inputs, max_new_tokens=4, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id,
+                                eos_token_id=processor.tokenizer.eos_token_id)
+        expected = processor.tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        assert reply == expected.strip()
