@@ -95,10 +95,7 @@ def _inputs(model, encoded: list[dict], work: PrefixBatch | list[int], pad_token
         return work.rows, inputs
     device = _model_device(model)
     batch = collate([encoded[i] for i in work for _ in range(repeats)], pad_token_id)
-    inputs = {k: v.to(device) for k, v in model_inputs(model, batch).items()}
-    if for_generate:
-        inputs.pop("position_ids", None)
-    return work, inputs
+    return work, {k: v.to(device) for k, v in model_inputs(model, batch, positions=not for_generate).items()}
 
 
 @torch.no_grad()

@@ -68,8 +68,8 @@ def official_replies(model, processor, questions: list, demos, system_prompt: st
     for index, question in enumerate(tqdm(questions, desc="official protocol", unit="question", leave=False)):
         encoded = encode_conversation(processor, _turns(question.request.user_text, question.request.image_png,
                                                         question.item, demos, index), system_prompt)
-        batch = model_inputs(model, collate([encoded], tokenizer.pad_token_id))
-        inputs = {k: v.to(device) for k, v in batch.items() if k != "position_ids"}  # generate() counts them
+        batch = model_inputs(model, collate([encoded], tokenizer.pad_token_id), positions=False)
+        inputs = {k: v.to(device) for k, v in batch.items()}
         output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         replies.append(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip())

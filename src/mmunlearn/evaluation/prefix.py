@@ -106,7 +106,7 @@ def prefill(model, encoded: list[dict], batch: PrefixBatch, pad_token_id: int) -
     length = batch.prefix_length
     prefixes = collate([_cut(encoded[i], None, length) for i in batch.prefixes], pad_token_id)
     prefix_ids = prefixes["input_ids"].to(device)
-    prefix_inputs = {k: v.to(device) for k, v in model_inputs(model, prefixes).items() if k != "position_ids"}
+    prefix_inputs = {k: v.to(device) for k, v in model_inputs(model, prefixes, positions=False).items()}
     cache = model(**prefix_inputs, use_cache=True, logits_to_keep=1).past_key_values
     row_prefix = torch.tensor(batch.prefix_of_row, device=device)
     cache.batch_select_indices(row_prefix)

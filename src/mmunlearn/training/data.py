@@ -66,7 +66,7 @@ def encode_example(processor, example: TextExample, system_prompt: str | None = 
     encoded (``encode_prompts``, many at once).
     """
     if prompt is not None:
-        encoded = dict(prompt)
+        encoded = prompt  # not changed here: with_tokens below returns a new dict
     elif example.context:  # image inputs of every face shown, in order
         encoded = encode_conversation(processor, [*example.context, (example.user_text, example.image_png, None)],
                                       system_prompt)
@@ -124,13 +124,13 @@ def collate(examples: list[dict[str, torch.Tensor]], pad_token_id: int) -> dict[
         for key, ids in example.get(TOKEN_EXTRAS, {}).items():
             batch[key][row, length - n:] = ids
     batch["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-    batch.update(collate_images(examples))
+    batch.update(_collate_images(examples))
     if "reference_logprob" in examples[0]:  # precomputed by methods that compare with a reference model
         batch["reference_logprob"] = torch.stack([e["reference_logprob"] for e in examples])
     return batch
 
 
-def collate_images(examples: list[dict]) -> dict[str, torch.Tensor]:
+def _collate_images(examples: list[dict]) -> dict[str, torch.Tensor]:
     """The image inputs of ``examples`` (those that show a face), joined in order."""
     shown = [e[IMAGE_INPUTS] for e in examples if IMAGE_INPUTS in e]
     return {key: _joined([inputs[key] for inputs in shown]) for key in (shown[0] if shown else {})}
@@ -144,11 +144,12 @@ def _joined(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(tensors)
 
 
-def model_inputs(model, batch: dict) -> dict:
-    """The entries of ``batch`` the model's forward pass takes. A model that derives positions from its
-    inputs itself (multimodal rotary positions: ``derives_positions``) does not get the token counts."""
+def model_inputs(model, batch: dict, positions: bool = True) -> dict:
+    """The entries of ``batch`` the model's forward pass takes. ``positions=False`` leaves out the token
+    counts (generate() and an unpadded prefix count them themselves); so does a model that derives
+    positions from its inputs (multimodal rotary positions: ``derives_positions``)."""
     from mmunlearn.models.loading import derives_positions
 
-    own_positions = derives_positions(model)
+    positions = positions and not derives_positions(model)
     return {key: value for key, value in batch.items()
-            if key not in NOT_MODEL_INPUTS and not (own_positions and key == "position_ids")}
+            if key not in NOT_MODEL_INPUTS and (positions or key != "position_ids")}
