@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import torch
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -29,6 +30,9 @@ def test_stage_run_is_read_back_through_the_client(tmp_path, monkeypatch):
     assert len(runs) == 1
     run = runs[0]
     assert run.info.run_name == "evaluate:ga" and run.data.tags["model"] == "ga"
+    # the machine it ran on: runs from two CPU models differ in their figures, and the tags say why
+    assert run.data.tags["host.cpu_kernels"] == torch.backends.cpu.get_cpu_capability()
+    assert run.data.tags["host.cpu"] not in ("", "unknown") and run.data.tags["host.threads"] == str(torch.get_num_threads())
     assert run.data.metrics == {"forget.image.mcq_acc": 0.25}
     assert run.data.params["unlearn.ga.lr"] == "1e-05" and "judge.api_key" not in run.data.params
     artifacts = [a.path for a in MlflowClient(config.uri).list_artifacts(run.info.run_id, "adapter")]

@@ -2,14 +2,18 @@
 
 One experiment per study; one run per stage per model (``finetune:vanilla``, ``evaluate:ga``...), with
 every param flattened (``finetune.lora.r``), every metric flattened (``forget.image.mcq_acc``), tags
-for the git commit and the data.dvc hash, and adapters/reports as artifacts. Secrets never reach it:
+for the git commit, the data.dvc hash and the machine (CPU model and the kernel set torch runs on it:
+trained weights differ in their last bits between CPU models, so runs from two machines differ in
+their figures, and the tags say why), and adapters/reports as artifacts. Secrets never reach it:
 params pass through ``public_params`` first.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import platform
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -44,6 +48,27 @@ def _git_commit() -> str:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def _cpu_model() -> str:
+    """The CPU's model name as the OS reports it (/proc/cpuinfo on Linux), else the platform's word."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown"
+
+
+@functools.cache
+def machine_tags() -> dict[str, str]:
+    """Where a run computed: the float kernels (torch's CPU capability — AVX512 or AVX2 — picks them, and
+    MKL/oneDNN pick theirs by CPU model) decide a trained model's last bits, which training amplifies."""
+    import torch
+
+    accelerator = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return {"host.cpu": _cpu_model(), "host.cpu_kernels": torch.backends.cpu.get_cpu_capability(),
+            "host.threads": str(torch.get_num_threads()), "host.accelerator": accelerator,
+            "host.torch": torch.__version__}
 
 
 def data_hash(data_dvc: Path) -> str:
@@ -91,7 +116,7 @@ def stage_run(config: TrackingConfig, stage: str, model_name: str, params: Mappi
 
     experiment_id = _experiment_id(config)
     tags = {"stage": stage, "model": model_name, "git_commit": _git_commit(), "data_dvc_md5": data_hash(data_dvc),
-            **(tags or {})}
+            **machine_tags(), **(tags or {})}
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{stage}:{model_name}", tags=tags,
                           parent_run_id=parent_run_id, nested=parent_run_id is not None) as run:
         flat = {k: str(v)[:6000] for k, v in public_params(params).items()}

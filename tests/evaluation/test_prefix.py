@@ -3,9 +3,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmunlearn.evaluation.engine import Request, generate_replies, score_options
-from mmunlearn.evaluation.prefix import image_token_id, plan_prefix_batches, prefix_sharing_is_exact
-from mmunlearn.models.prompts import encode_prompts, mcq_text
+import mmunlearn.evaluation.engine as engine
+from mmunlearn.evaluation.engine import Request, generate_replies, sample_replies, score_options
+from mmunlearn.evaluation.prefix import (
+    image_token_id,
+    plan_prefix_batches,
+    prefix_sharing_is_exact,
+    repeated_prompts,
+    repeated_prompts_are_exact,
+)
+from mmunlearn.models.prompts import IMAGE_INPUTS, encode_prompts, mcq_text
 from tests.evaluation.test_engine import _slow_reference, tiny  # noqa: F401  (the module-scoped model fixture)
 
 
@@ -89,3 +96,58 @@ def test_a_model_that_computes_shared_prefixes_differently_is_evaluated_on_whole
     assert not prefix_sharing_is_exact(other, encoded, batches[0], pad)
     for request, scores in zip(requests, score_options(other, processor, requests, batch_size=5)):
         assert scores == pytest.approx(_slow_reference(model, processor, request), abs=1e-4)
+
+
+def test_samples_of_one_prompt_continue_its_cache_as_the_whole_prompt_would(tiny):  # noqa: F811
+    model, processor, benchmark = tiny
+    requests = _face_requests(benchmark)[:7]  # faces and names of varied lengths: left padding
+    encoded = encode_prompts(processor, [(r.user_text, r.image_png) for r in requests])
+    pad = processor.tokenizer.pad_token_id
+    inputs = repeated_prompts(model, encoded, list(range(len(requests))), pad, repeats=3)
+    assert inputs["input_ids"].shape[0] == 3 * len(requests)
+    assert inputs["past_key_values"].get_seq_length() == inputs["input_ids"].shape[1] - 1  # all but the last token
+    mask = inputs["attention_mask"]
+    with torch.no_grad():
+        first = model(input_ids=inputs["input_ids"][:, -1:], attention_mask=mask, position_ids=mask.cumsum(-1)[:, -1:] - 1,
+                      past_key_values=inputs["past_key_values"]).logits[:, -1].float().log_softmax(-1)
+    for copy in range(3 * len(requests)):
+        alone = encoded[copy // 3]
+        whole = {"input_ids": alone["input_ids"][None], **alone.get(IMAGE_INPUTS, {})}
+        with torch.no_grad():
+            expected = model(**whole).logits[0, -1].float().log_softmax(-1)
+        assert torch.allclose(first[copy], expected, atol=1e-4)
+
+
+class _OtherOnACache(torch.nn.Module):
+    """A model that continues a filled cache differently from a whole prompt: samples must not use one."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.config = model, model.config
+
+    def forward(self, **inputs):
+        cache = inputs.get("past_key_values")
+        continues = cache is not None and cache.get_seq_length() > 0
+        output = self.model(**inputs)
+        if continues:
+            output.logits = output.logits + torch.linspace(0, 5, output.logits.shape[-1])
+        return output
+
+    def generate(self, **inputs):
+        return self.model.generate(**inputs)
+
+
+def test_sampling_repeats_a_prompts_cache_only_where_that_is_exact(tiny, monkeypatch):  # noqa: F811
+    model, processor, benchmark = tiny
+    requests = _face_requests(benchmark)[:4]
+    encoded = encode_prompts(processor, [(r.user_text, r.image_png) for r in requests])
+    pad = processor.tokenizer.pad_token_id
+    other = _OtherOnACache(model)
+    assert repeated_prompts_are_exact(model, encoded, 0, pad)
+    assert not repeated_prompts_are_exact(other, encoded, 0, pad)
+    used = []
+    real = engine.repeated_prompts
+    monkeypatch.setattr(engine, "repeated_prompts", lambda *args, **kwargs: used.append(args[0]) or real(*args, **kwargs))
+    for sampled in (model, other):
+        sample_replies(sampled, processor, requests, samples=3, seed=0, batch_size=4, max_new_tokens=4)
+    assert used == [model]  # the model whose cache continues exactly, not the other

@@ -30,12 +30,13 @@ from transformers.processing_utils import ProcessorMixin
 
 from mmunlearn.config import DataConfig
 from mmunlearn.data.synthetic import generate_benchmark
-from mmunlearn.evaluation.engine import Request, generate_replies, score_options
+from mmunlearn.evaluation.engine import Request, generate_replies, sample_replies, score_options
+from mmunlearn.evaluation.prefix import repeated_prompts, repeated_prompts_are_exact
 from mmunlearn.methods.common import answer_logits
 from mmunlearn.models.loading import derives_positions, load_model
 from mmunlearn.models.prompts import IMAGE_INPUTS, TOKEN_EXTRAS, decode_image, encode_prompts, mcq_text, render_prompt
 from mmunlearn.models.tiny import build_tiny_model, tokenizer_corpus
-from mmunlearn.training.data import TextExample, collate, encode_example
+from mmunlearn.training.data import TextExample, collate, encode_example, model_inputs
 from tests.conftest import SMALL_DATA
 from tests.models.test_tiny import SMALL_ARCH
 
@@ -191,6 +192,30 @@ def test_batched_generation_equals_one_prompt_at_a_time(family):
     requests = _requests(benchmark)
     together = generate_replies(model, processor, requests, batch_size=5, max_new_tokens=6)
     assert together == [generate_replies(model, processor, [r], batch_size=1, max_new_tokens=6)[0] for r in requests]
+
+
+def test_samples_of_a_prompt_continue_its_cache_as_the_model_runs_the_prompt(family):
+    """The black-box attacks' samples share each prompt's cache (all but its last token), in batches of
+    several prompts: the first sampled token's distribution is the model's on that prompt alone."""
+    name, model, processor, benchmark = family
+    requests = _requests(benchmark)[:6]
+    encoded = encode_prompts(processor, [(r.user_text, r.image_png) for r in requests])
+    pad = processor.tokenizer.pad_token_id
+    replies = sample_replies(model, processor, requests, samples=2, seed=0, batch_size=4, max_new_tokens=4)
+    assert [len(r) for r in replies] == [2] * len(requests)
+    # Qwen2-VL derives its positions from its own prompt and keeps them for the next call: a cache filled
+    # outside generate() does not continue exactly there, so its samples run as repeated rows
+    assert repeated_prompts_are_exact(model, encoded, 0, pad) is (name != "qwen2_vl")
+    if name == "qwen2_vl":
+        return
+    inputs = repeated_prompts(model, encoded, list(range(len(requests))), pad, repeats=2)
+    mask = inputs["attention_mask"]
+    step = {"input_ids": inputs["input_ids"][:, -1:], "attention_mask": mask, "position_ids": mask.cumsum(-1)[:, -1:] - 1,
+            "past_key_values": inputs["past_key_values"]}
+    with torch.no_grad():
+        first = torch.log_softmax(model(**model_inputs(model, step)).logits[:, -1].float(), dim=-1)
+    for copy in range(2 * len(requests)):
+        assert torch.allclose(first[copy], _alone(model, processor, requests[copy // 2]), atol=1e-4)
 
 
 def test_training_batches_compute_each_example_as_alone_and_train_an_adapter(family):

@@ -16,9 +16,12 @@ from mmunlearn.data.schema import OPTION_LETTERS
 from mmunlearn.evaluation.prefix import (
     PrefixBatch,
     image_token_id,
+    last_tokens_are_text,
     plan_prefix_batches,
     prefill,
     prefix_sharing_is_exact,
+    repeated_prompts,
+    repeated_prompts_are_exact,
 )
 from mmunlearn.models.prompts import encode_prompts, render_prompt
 from mmunlearn.training.data import collate, model_inputs
@@ -93,6 +96,9 @@ def _inputs(model, encoded: list[dict], work: PrefixBatch | list[int], pad_token
             inputs = {"input_ids": torch.cat([prefix_ids, inputs["input_ids"]], dim=1),
                       "attention_mask": inputs["attention_mask"], "past_key_values": inputs["past_key_values"]}
         return work.rows, inputs
+    if repeats > 1 and for_generate and last_tokens_are_text(model, [encoded[i] for i in work]) \
+            and repeated_prompts_are_exact(model, encoded, work[0], pad_token_id):
+        return work, repeated_prompts(model, encoded, work, pad_token_id, repeats)
     device = _model_device(model)
     batch = collate([encoded[i] for i in work for _ in range(repeats)], pad_token_id)
     return work, {k: v.to(device) for k, v in model_inputs(model, batch, positions=not for_generate).items()}

@@ -11,6 +11,10 @@ every image token), never off the model family. A model whose positions are not 
 (e.g. Qwen2-VL's multimodal rotary positions) would compute a shared row differently from a lone one,
 so `prefix_sharing_is_exact` compares one prompt both ways before a model's questions are shared and
 the engine falls back to whole prompts when they differ.
+
+Several samples of one prompt (the black-box attacks draw ``attack.samples`` replies per prompt) share
+all of it but its last token: `repeated_prompts` runs that part once per prompt and repeats its cache,
+where repeating the rows ran it once per sample (two thirds of a sampled attack's prefill, at 3 samples).
 """
 
 from __future__ import annotations
@@ -131,30 +135,71 @@ def _cut(encoded: dict, start: int | None, stop: int | None) -> dict:
     return cut
 
 
-_EXACTNESS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+def repeated_prompts(model, encoded: list[dict], rows: list[int], pad_token_id: int, repeats: int) -> dict:
+    """generate() inputs for each of ``rows``'s whole prompts ``repeats`` times in a row: every prompt but
+    its last token is run once (left-padded, positions counting real tokens) and its cache repeated."""
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in model_inputs(model, collate([encoded[i] for i in rows], pad_token_id)).items()}
+    per_token = {"input_ids", "attention_mask", "position_ids",
+                 *(key for i in rows for key in encoded[i].get(TOKEN_EXTRAS, {}))}
+    head = {k: v[:, :-1] if k in per_token else v for k, v in batch.items()}
+    cache = model(**head, use_cache=True, logits_to_keep=1).past_key_values
+    cache.batch_repeat_interleave(repeats)
+    return {"input_ids": batch["input_ids"].repeat_interleave(repeats, dim=0),
+            "attention_mask": batch["attention_mask"].repeat_interleave(repeats, dim=0), "past_key_values": cache}
+
+
+def last_tokens_are_text(model, encoded: list[dict]) -> bool:
+    """Whether every prompt ends on a text token (a prompt's repeated part must hold all its image tokens)."""
+    image_token = image_token_id(model)
+    return image_token is None or all(int(e["input_ids"][-1]) != image_token for e in encoded)
+
+
+_EXACTNESS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model → {way of sharing: exact?}
 
 
 @torch.no_grad()
 def prefix_sharing_is_exact(model, encoded: list[dict], batch: PrefixBatch, pad_token_id: int) -> bool:
     """Whether a shared row's next-token log-probabilities equal the whole prompt's (checked once per model)."""
-    if model in _EXACTNESS:
-        return _EXACTNESS[model]
-    device = next(model.parameters()).device
     probe = PrefixBatch(batch.rows[:1], [batch.prefixes[batch.prefix_of_row[0]]], [0], batch.prefix_length)
-    try:
+
+    def shared():
         inputs, _ = prefill(model, encoded, probe, pad_token_id)
-        shared = torch.log_softmax(model(**inputs, logits_to_keep=1).logits[0, -1].float(), dim=-1)
+        return model(**inputs, logits_to_keep=1).logits[0, -1]
+
+    return _same_as_whole(model, "shared image prefixes", shared, encoded[probe.rows[0]], pad_token_id)
+
+
+@torch.no_grad()
+def repeated_prompts_are_exact(model, encoded: list[dict], row: int, pad_token_id: int) -> bool:
+    """Whether a prompt continued from its own repeated cache gives the whole prompt's next-token
+    log-probabilities (checked once per model)."""
+    def continued():  # the second copy's last token on top of the repeated cache, as generate() runs it
+        inputs = repeated_prompts(model, encoded, [row], pad_token_id, repeats=2)
+        mask = inputs["attention_mask"]
+        step = {"input_ids": inputs["input_ids"][:, -1:], "attention_mask": mask,
+                "position_ids": mask.cumsum(-1)[:, -1:] - 1, "past_key_values": inputs["past_key_values"]}
+        return model(**model_inputs(model, step), logits_to_keep=1).logits[1, -1]
+
+    return _same_as_whole(model, "repeated prompt caches", continued, encoded[row], pad_token_id)
+
+
+def _same_as_whole(model, way: str, next_token_logits, whole_prompt: dict, pad_token_id: int) -> bool:
+    verdicts = _EXACTNESS.setdefault(model, {})
+    if way in verdicts:
+        return verdicts[way]
+    device = next(model.parameters()).device
+    try:
+        shared = torch.log_softmax(next_token_logits().float(), dim=-1)
     except (AttributeError, TypeError, ValueError, RuntimeError) as error:  # no cache, or one it cannot extend
-        log.warning("this model does not take a shared image prefix (%s): evaluating whole prompts", error)
-        _EXACTNESS[model] = False
+        log.warning("this model does not take %s (%s): running whole prompts", way, error)
+        verdicts[way] = False
         return False
-    whole_inputs = {k: v.to(device) for k, v in model_inputs(model, collate([encoded[probe.rows[0]]], pad_token_id)).items()}
+    whole_inputs = {k: v.to(device) for k, v in model_inputs(model, collate([whole_prompt], pad_token_id)).items()}
     whole = torch.log_softmax(model(**whole_inputs, logits_to_keep=1).logits[0, -1].float(), dim=-1)
     likeliest = whole.topk(min(10, whole.numel())).indices
     difference = float((shared[likeliest] - whole[likeliest]).abs().max())
-    exact = difference <= EXACTNESS_TOLERANCE
-    if not exact:
-        log.warning("shared image prefixes change this model's outputs (log-prob difference %.3g): "
-                    "evaluating whole prompts", difference)
-    _EXACTNESS[model] = exact
-    return exact
+    verdicts[way] = difference <= EXACTNESS_TOLERANCE
+    if not verdicts[way]:
+        log.warning("%s change this model's outputs (log-prob difference %.3g): running whole prompts", way, difference)
+    return verdicts[way]
