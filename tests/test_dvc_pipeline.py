@@ -63,6 +63,18 @@ def test_dvc_repro_validate_split_and_metrics_show(fresh_clone):
     assert "didn't change" in _run(["dvc", "repro", "validate", "split"], fresh_clone).stdout
 
 
+def test_bytecode_written_beside_the_code_changes_no_stage(fresh_clone):
+    """Importing the package writes __pycache__/ into src/mmunlearn/* (unless PYTHONDONTWRITEBYTECODE is
+    set): a stage's code dependency is a folder there, and must not read that as a change of code."""
+    shutil.copy2(REPO_ROOT / "dvc.lock", fresh_clone / "dvc.lock")  # the code as committed
+    before = _run(["dvc", "status", "base", "finetune", "--json"], fresh_clone).stdout
+    _run([sys.executable, "-m", "compileall", "-q", str(fresh_clone / "src" / "mmunlearn")], fresh_clone)
+    assert list((fresh_clone / "src" / "mmunlearn" / "models").glob("__pycache__/*.pyc"))
+    after = _run(["dvc", "status", "base", "finetune", "--json"], fresh_clone).stdout
+    assert json.loads(after) == json.loads(before)
+    assert "src/mmunlearn/models" not in after
+
+
 def test_changed_generator_shows_as_a_data_dvc_change(fresh_clone):
     _run(["mmunlearn", "data", "fetch"], fresh_clone)
     params = (fresh_clone / "params.yaml").read_text().replace("seed: 1234", "seed: 4321")
