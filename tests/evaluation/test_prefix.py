@@ -6,6 +6,7 @@ import torch
 import mmunlearn.evaluation.engine as engine
 from mmunlearn.evaluation.engine import Request, generate_replies, sample_replies, score_options
 from mmunlearn.evaluation.prefix import (
+    first_step,
     image_token_id,
     plan_prefix_batches,
     prefix_sharing_is_exact,
@@ -106,10 +107,8 @@ def test_samples_of_one_prompt_continue_its_cache_as_the_whole_prompt_would(tiny
     inputs = repeated_prompts(model, encoded, list(range(len(requests))), pad, repeats=3)
     assert inputs["input_ids"].shape[0] == 3 * len(requests)
     assert inputs["past_key_values"].get_seq_length() == inputs["input_ids"].shape[1] - 1  # all but the last token
-    mask = inputs["attention_mask"]
     with torch.no_grad():
-        first = model(input_ids=inputs["input_ids"][:, -1:], attention_mask=mask, position_ids=mask.cumsum(-1)[:, -1:] - 1,
-                      past_key_values=inputs["past_key_values"]).logits[:, -1].float().log_softmax(-1)
+        first = model(**first_step(model, inputs)).logits[:, -1].float().log_softmax(-1)
     for copy in range(3 * len(requests)):
         alone = encoded[copy // 3]
         whole = {"input_ids": alone["input_ids"][None], **alone.get(IMAGE_INPUTS, {})}

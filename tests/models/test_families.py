@@ -31,12 +31,12 @@ from transformers.processing_utils import ProcessorMixin
 from mmunlearn.config import DataConfig
 from mmunlearn.data.synthetic import generate_benchmark
 from mmunlearn.evaluation.engine import Request, generate_replies, sample_replies, score_options
-from mmunlearn.evaluation.prefix import repeated_prompts, repeated_prompts_are_exact
+from mmunlearn.evaluation.prefix import first_step, repeated_prompts, repeated_prompts_are_exact
 from mmunlearn.methods.common import answer_logits
 from mmunlearn.models.loading import derives_positions, load_model
 from mmunlearn.models.prompts import IMAGE_INPUTS, TOKEN_EXTRAS, decode_image, encode_prompts, mcq_text, render_prompt
 from mmunlearn.models.tiny import build_tiny_model, tokenizer_corpus
-from mmunlearn.training.data import TextExample, collate, encode_example, model_inputs
+from mmunlearn.training.data import TextExample, collate, encode_example
 from tests.conftest import SMALL_DATA
 from tests.models.test_tiny import SMALL_ARCH
 
@@ -209,11 +209,8 @@ def test_samples_of_a_prompt_continue_its_cache_as_the_model_runs_the_prompt(fam
     if name == "qwen2_vl":
         return
     inputs = repeated_prompts(model, encoded, list(range(len(requests))), pad, repeats=2)
-    mask = inputs["attention_mask"]
-    step = {"input_ids": inputs["input_ids"][:, -1:], "attention_mask": mask, "position_ids": mask.cumsum(-1)[:, -1:] - 1,
-            "past_key_values": inputs["past_key_values"]}
     with torch.no_grad():
-        first = torch.log_softmax(model(**model_inputs(model, step)).logits[:, -1].float(), dim=-1)
+        first = torch.log_softmax(model(**first_step(model, inputs)).logits[:, -1].float(), dim=-1)
     for copy in range(2 * len(requests)):
         assert torch.allclose(first[copy], _alone(model, processor, requests[copy // 2]), atol=1e-4)
 

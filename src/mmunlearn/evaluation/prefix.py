@@ -149,6 +149,15 @@ def repeated_prompts(model, encoded: list[dict], rows: list[int], pad_token_id: 
             "attention_mask": batch["attention_mask"].repeat_interleave(repeats, dim=0), "past_key_values": cache}
 
 
+def first_step(model, inputs: dict) -> dict:
+    """The model inputs of generate()'s first step on ``repeated_prompts``'s output: each row's last token
+    on its cache, at the position that counts the row's real tokens."""
+    mask = inputs["attention_mask"]
+    step = {"input_ids": inputs["input_ids"][:, -1:], "attention_mask": mask,
+            "position_ids": mask.cumsum(-1)[:, -1:] - 1, "past_key_values": inputs["past_key_values"]}
+    return model_inputs(model, step)
+
+
 def last_tokens_are_text(model, encoded: list[dict]) -> bool:
     """Whether every prompt ends on a text token (a prompt's repeated part must hold all its image tokens)."""
     image_token = image_token_id(model)
@@ -176,10 +185,7 @@ def repeated_prompts_are_exact(model, encoded: list[dict], row: int, pad_token_i
     log-probabilities (checked once per model)."""
     def continued():  # the second copy's last token on top of the repeated cache, as generate() runs it
         inputs = repeated_prompts(model, encoded, [row], pad_token_id, repeats=2)
-        mask = inputs["attention_mask"]
-        step = {"input_ids": inputs["input_ids"][:, -1:], "attention_mask": mask,
-                "position_ids": mask.cumsum(-1)[:, -1:] - 1, "past_key_values": inputs["past_key_values"]}
-        return model(**model_inputs(model, step), logits_to_keep=1).logits[1, -1]
+        return model(**first_step(model, inputs), logits_to_keep=1).logits[1, -1]
 
     return _same_as_whole(model, "repeated prompt caches", continued, encoded[row], pad_token_id)
 
