@@ -69,6 +69,15 @@ SHAPES = {
                  "max_position_embeddings": 4096},
         "vision_feature_layer": -2,
     },
+    # LLaVA's layout at toy sizes: a CPU dry run of the scripts that take a shape (real_shape_study.py).
+    "llava-toy": {
+        "vision": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                   "num_attention_heads": 2, "image_size": 32, "patch_size": 8, "projection_dim": 64},
+        "text": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4,
+                 "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": 32064,
+                 "max_position_embeddings": 4096},
+        "vision_feature_layer": -2,
+    },
 }
 
 

@@ -9,7 +9,7 @@ from huggingface_hub import constants
 from mmunlearn.config import DataConfig
 from mmunlearn.data.synthetic import generate_benchmark
 from mmunlearn.errors import ConfigError
-from mmunlearn.models.loading import available_locally, load_model
+from mmunlearn.models.loading import DEVICE_ENV, available_locally, compute_device, load_model
 from mmunlearn.models.tiny import build_tiny_model, tokenizer_corpus
 from tests.conftest import SMALL_DATA
 from tests.models.test_tiny import SMALL_ARCH
@@ -51,3 +51,33 @@ def test_a_cached_hub_id_without_its_weights_is_not_taken_as_available(tiny, tmp
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConfigError, match="not in the Hugging Face cache"):
         available_locally("some-org/half")
+
+
+def test_the_compute_device_is_the_gpu_when_torch_sees_one_else_the_cpu(monkeypatch):
+    monkeypatch.delenv(DEVICE_ENV, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert compute_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "1")  # the second process of a torchrun launch: its own GPU
+    assert compute_device() == torch.device("cuda", 1)
+
+
+def test_the_device_variable_overrides_the_rule_and_bad_values_name_it(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv(DEVICE_ENV, "cpu")
+    assert compute_device() == torch.device("cpu")
+    monkeypatch.setenv(DEVICE_ENV, "cuda:1")
+    assert compute_device() == torch.device("cuda", 1)
+    for wrong, message in (("cuda:2", "sees 2 CUDA"), ("gpu", "expected cpu, cuda"), ("meta", "expected cpu, cuda")):
+        monkeypatch.setenv(DEVICE_ENV, wrong)
+        with pytest.raises(ConfigError, match=f"{DEVICE_ENV}={wrong!r}: .*{message}"):
+            compute_device()
+
+
+def test_training_follows_the_same_device_rule(monkeypatch, tmp_path):
+    from mmunlearn.config import TrainConfig
+    from mmunlearn.training.arguments import training_arguments
+
+    monkeypatch.setenv(DEVICE_ENV, "cpu")
+    assert training_arguments(TrainConfig(), tmp_path).use_cpu

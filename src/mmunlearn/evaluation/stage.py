@@ -25,13 +25,13 @@ def load_for_evaluation(params: Params, model_name: str):
     """(merged model, processor, evaluation settings) of a study model, as every evaluation loads it."""
     from mmunlearn.errors import ConfigError
     from mmunlearn.evaluation.run import EvaluationSettings
-    from mmunlearn.models.loading import merge_adapter
+    from mmunlearn.models.loading import merge_adapter, place
     from mmunlearn.models.study import load_study_model, read_stack
 
     if model_name not in params.evaluated_models():
         raise ConfigError(f"--model {model_name!r}: not a model of this study (have: {params.evaluated_models()})")
     loaded = load_study_model(params, model_name)
-    model = merge_adapter(loaded.model)  # evaluation never trains: plain weights skip LoRA's extra matmuls
+    model = place(merge_adapter(loaded.model))  # evaluation never trains: plain weights skip LoRA's extra matmuls
     stack = read_stack(params.paths.models / model_name) or {}
     settings = EvaluationSettings.of(params.evaluation, stack.get("system_prompt"))
     return model, loaded.processor, settings

@@ -90,6 +90,45 @@ def load_model(source: str | Path, adapter: str | Path | None = None, *, trust_r
     return loaded
 
 
+DEVICE_ENV = "MMUNLEARN_DEVICE"
+
+
+def compute_device():
+    """Where this process computes: ``$MMUNLEARN_DEVICE`` if set (``cpu``, ``cuda``, ``cuda:1``), else its GPU
+    when torch sees one (``cuda:$LOCAL_RANK`` under torchrun / deepspeed), else the CPU.
+
+    One rule for training (the Trainer's ``use_cpu``) and inference (evaluation, attacks, reference
+    log-probabilities), so a stage never trains on the GPU and then evaluates on the CPU. A host setting,
+    not a study parameter: which device computes does not change what ``dvc repro`` must rebuild.
+    """
+    import os
+
+    import torch
+
+    from mmunlearn.errors import ConfigError
+
+    wanted = os.environ.get(DEVICE_ENV, "").strip()
+    if not wanted:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if torch.cuda.is_available() \
+            else torch.device("cpu")
+    try:
+        device = torch.device(wanted)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"{DEVICE_ENV}={wanted!r}: expected cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise ConfigError(f"{DEVICE_ENV}={wanted!r}: torch sees {count} CUDA device(s) here")
+    return device
+
+
+def place(model):
+    """``model`` moved onto the compute device (inference: the Trainer places what it trains)."""
+    return model.to(compute_device())
+
+
 _DERIVES_POSITIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from transformers import TrainingArguments
 
 from mmunlearn.config import TrainConfig
+from mmunlearn.models.loading import compute_device
 
 
 def training_arguments(config: TrainConfig, checkpoint_dir: Path, **overrides) -> TrainingArguments:
@@ -32,7 +32,7 @@ def training_arguments(config: TrainConfig, checkpoint_dir: Path, **overrides) -
         data_seed=config.seed,
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=compute_device().type == "cpu",  # the one device rule (models/loading.py)
         deepspeed=str(config.deepspeed) if config.deepspeed else None,
         disable_tqdm=False,
     )

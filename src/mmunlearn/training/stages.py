@@ -174,22 +174,25 @@ def _attach_reference_logprobs(encoded: list[dict], reference_model, pad_token_i
     from mmunlearn.methods.common import sequence_logprobs
     from mmunlearn.training.data import collate
 
+    device = next(reference_model.parameters()).device
     for start in tqdm(range(0, len(encoded), batch_size), desc="reference log-probabilities", leave=False):
         chunk = encoded[start:start + batch_size]
+        batch = {key: value.to(device) for key, value in collate(chunk, pad_token_id).items()}
         with torch.no_grad():
-            logprobs, _ = sequence_logprobs(reference_model, collate(chunk, pad_token_id))
+            logprobs, _ = sequence_logprobs(reference_model, batch)
         for example, value in zip(chunk, logprobs):
-            example["reference_logprob"] = value.detach().clone()
+            example["reference_logprob"] = value.detach().to("cpu", copy=True)  # the Trainer moves batches itself
 
 
 @contextlib.contextmanager
 def _reference_model(params: Params, config: MethodConfig, model):
     """π_ref: the retain-only model (loaded for this and released after), or the vanilla model."""
     from mmunlearn.methods.common import frozen_reference
+    from mmunlearn.models.loading import place
     from mmunlearn.models.study import load_study_model
 
     if config.reference == "retain":
-        yield load_study_model(params, "retain").model.eval()
+        yield place(load_study_model(params, "retain").model).eval()
     else:
         with frozen_reference(model) as reference:  # the fresh adapter off: exactly the vanilla model
             yield reference
@@ -230,7 +233,7 @@ def prepare_unlearning(params: Params, method: str, config: MethodConfig, modali
     from mmunlearn.data.splits import load_split
     from mmunlearn.errors import ConfigError
     from mmunlearn.methods import compose
-    from mmunlearn.models.loading import add_lora, merge_adapter
+    from mmunlearn.models.loading import add_lora, merge_adapter, place
     from mmunlearn.models.study import load_study_model
     from mmunlearn.training.examples import ALTERNATIVES, recipe_examples, value_pools, with_prompt_prefixes
 
@@ -248,7 +251,9 @@ def prepare_unlearning(params: Params, method: str, config: MethodConfig, modali
     pairs_modality = Modality(UNLEARNING_MODALITY[modality])
     vanilla = load_study_model(params, "vanilla")
     processor, pad_token_id = vanilla.processor, vanilla.processor.tokenizer.pad_token_id
-    model = add_lora(merge_adapter(vanilla.model), params.finetune.lora)
+    # on the compute device already (the Trainer would move it there): the reference log-probabilities
+    # below run on it too
+    model = place(add_lora(merge_adapter(vanilla.model), params.finetune.lora))
     name = model_id(method, modality)
 
     def examples_of(people):

@@ -16,7 +16,7 @@ from mmunlearn.evaluation.run import EVALUATED_SETS, EvaluationSettings, evaluat
 
 def train_candidate(params: Params, method: str, config: MethodConfig, modality: str, workdir: Path):
     """(model with the unlearning folded in, processor, adapter folder or None for an untrained method)."""
-    from mmunlearn.models.loading import merge_adapter, save_adapter
+    from mmunlearn.models.loading import merge_adapter, place, save_adapter
     from mmunlearn.models.study import load_study_model
     from mmunlearn.training.arguments import training_arguments
     from mmunlearn.training.stages import prepare_unlearning
@@ -24,7 +24,7 @@ def train_candidate(params: Params, method: str, config: MethodConfig, modality:
 
     if config.forget is None:  # Prompting: the vanilla model, asked under the trial's system prompt
         vanilla = load_study_model(params, "vanilla")
-        return merge_adapter(vanilla.model), vanilla.processor, None
+        return place(merge_adapter(vanilla.model)), vanilla.processor, None
     job = prepare_unlearning(params, method, config, modality)
     args = training_arguments(config, workdir / "checkpoints", save_strategy="no", disable_tqdm=True)
     run_training(job.model, job.dataset, Collator(job.pad_token_id), job.loss, args)
