@@ -94,8 +94,9 @@ DEVICE_ENV = "MMUNLEARN_DEVICE"
 
 
 def compute_device():
-    """Where this process computes: ``$MMUNLEARN_DEVICE`` if set (``cpu``, ``cuda``, ``cuda:1``), else its GPU
-    when torch sees one (``cuda:$LOCAL_RANK`` under torchrun / deepspeed), else the CPU.
+    """Where this process computes: ``$MMUNLEARN_DEVICE`` if set (``cpu`` or ``cuda``), else its GPU when torch
+    sees one, else the CPU. A process's GPU is ``cuda:$LOCAL_RANK`` (0 outside torchrun / deepspeed), as the
+    Trainer picks it; choose which GPUs a run sees with ``CUDA_VISIBLE_DEVICES``.
 
     One rule for training (the Trainer's ``use_cpu``) and inference (evaluation, attacks, reference
     log-probabilities), so a stage never trains on the GPU and then evaluates on the CPU. A host setting,
@@ -107,21 +108,15 @@ def compute_device():
 
     from mmunlearn.errors import ConfigError
 
-    wanted = os.environ.get(DEVICE_ENV, "").strip()
-    if not wanted:
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if torch.cuda.is_available() \
-            else torch.device("cpu")
-    try:
-        device = torch.device(wanted)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"{DEVICE_ENV}={wanted!r}: expected cpu, cuda or cuda:N")
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if (device.index or 0) >= count:
-            raise ConfigError(f"{DEVICE_ENV}={wanted!r}: torch sees {count} CUDA device(s) here")
-    return device
+    wanted = os.environ.get(DEVICE_ENV, "").strip().lower() or ("cuda" if torch.cuda.is_available() else "cpu")
+    if wanted == "cpu":
+        return torch.device("cpu")
+    if wanted != "cuda":
+        raise ConfigError(f"{DEVICE_ENV}={wanted!r}: expected cpu or cuda (pick GPUs with CUDA_VISIBLE_DEVICES)")
+    index, count = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if index >= count:
+        raise ConfigError(f"{DEVICE_ENV}=cuda: this process would use GPU {index}, and torch sees {count} here")
+    return torch.device("cuda", index)
 
 
 def place(model):
