@@ -57,7 +57,12 @@ from mmunlearn.training.examples import build_examples, value_pools
 from mmunlearn.training.stages import encode_all, finetune_examples
 
 
-def parse_args():
+# The flags a --study run takes from the recipe instead, and the recipe key that sets each (--set KEY=VALUE).
+RECIPE_FLAGS = {"lr": "lr", "batch": "batch_size", "warmup": "warmup_steps", "steps": "epochs"}
+RECIPE_DEFAULTS = {"lr": 1e-3, "batch": 16, "warmup": 200, "steps": 6000}
+
+
+def parse_args(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", help="the recipe's name in the results")
     parser.add_argument("--params", default="params.yaml")
@@ -68,10 +73,10 @@ def parse_args():
     parser.add_argument("--drills", type=int, default=2, help="fresh letter drills per pair and epoch")
     parser.add_argument("--drill_modality", choices=("image", "text"), default=None)
     parser.add_argument("--rehearsal", type=float, default=0.0, help="the base's examples' share of each epoch")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--warmup", type=int, default=200)
-    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--lr", type=float, default=None, help="default 1e-3")
+    parser.add_argument("--batch", type=int, default=None, help="default 16")
+    parser.add_argument("--warmup", type=int, default=None, help="default 200")
+    parser.add_argument("--steps", type=int, default=None, help="default 6000")
     parser.add_argument("--eval_every", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -79,7 +84,15 @@ def parse_args():
     parser.add_argument("--study", action="store_true", help="train params.yaml's finetune recipe (with --set)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="with --study: change finetune.KEY (dotted, e.g. lora.alpha=32; VALUE is YAML)")
-    return parser.parse_args()
+    args = parser.parse_args(argv)
+    given = [flag for flag in RECIPE_FLAGS if getattr(args, flag) is not None]
+    if args.study and given:  # the recipe decides them; silently ignoring a flag would mislabel the run
+        parser.error(f"--study trains params.yaml's recipe: instead of --{', --'.join(given)} use --set "
+                     + ", --set ".join(f"{RECIPE_FLAGS[flag]}=..." for flag in given))
+    for flag, default in RECIPE_DEFAULTS.items():
+        if getattr(args, flag) is None:
+            setattr(args, flag, default)
+    return args
 
 
 def study_recipe(params, changes: list[str]):

@@ -61,7 +61,7 @@ class PlantedModel(nn.Module):
     def get_output_embeddings(self):
         return self.head
 
-    def forward(self, input_ids, attention_mask=None):
+    def forward(self, input_ids, attention_mask=None, logits_to_keep=0, use_cache=None):  # as HF models take them
         return self.head(self.decoder(input_ids))
 
 

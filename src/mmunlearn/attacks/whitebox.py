@@ -47,7 +47,7 @@ def logit_lens(model, batch: dict, layers: Sequence[int], last: int | None = Non
     left-padded). ``last=n``: [batch, n, len(layers), vocab] at each of the last n positions.
     """
     with captured_layer_outputs(model, layers, last or 1) as captured:
-        model(**batch)
+        model(**batch, logits_to_keep=1, use_cache=False)  # only the captured states are read
     stacked = torch.stack([captured[number] for number in layers], dim=2)  # [batch, positions, layers, hidden]
     lens = lens_logprobs(model, stacked)
     return lens[:, -1] if last is None else lens

@@ -116,7 +116,8 @@ def score_options(model, processor, requests: list[Request], batch_size: int = 3
     pad_token_id = processor.tokenizer.pad_token_id
     for work in tqdm(_work(model, requests, encoded, batch_size, pad_token_id), desc=desc, unit="batch", leave=False):
         indices, inputs = _inputs(model, encoded, work, pad_token_id)
-        logits = model(**inputs, logits_to_keep=1).logits[:, -1, :].float()
+        # no cache of the batch's keys and values: nothing continues from it (~14% of scoring on 2 cores)
+        logits = model(**inputs, logits_to_keep=1, use_cache=False).logits[:, -1, :].float()
         letter_logprobs = torch.log_softmax(logits, dim=-1)[:, letter_ids].cpu()
         for row, index in enumerate(indices):
             scores[index] = dict(zip(letters, letter_logprobs[row].tolist()))
