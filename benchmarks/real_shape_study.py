@@ -9,8 +9,9 @@ tokenizer). Then runs the CLI stages on it, each in its own process as ``dvc rep
 the README's real-model settings (bfloat16 on a GPU, the paper's LoRA without the tiny default's
 trained head and embeddings, QA pairs only, no celebrity rehearsal) and short budgets (``--epochs``):
 finetune, unlearn (GA multimodal; NPO by name against the vanilla), evaluate (vanilla, GA), attack
-(vanilla, GA). Prints each stage's wall time and peak GPU memory, then reads the MLflow runs back through the
-client: where each computed (its ``host.accelerator`` tag), its steps, losses and forget-set scores.
+(vanilla, GA). Prints each stage's wall time and peak GPU memory in use, then reads the MLflow runs
+back through the client: where each computed (its ``host.accelerator`` tag), what memory it allocated
+and reserved (``host.peak_*``), its steps, losses and forget-set scores.
 Random weights answer nothing: the figures check that the path runs and where, not what it learns.
 """
 
@@ -125,7 +126,7 @@ def mlflow_summary(params_file: Path) -> list[dict]:
     rows = []
     for run in client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"]):
         metrics = run.data.metrics
-        wanted = [k for k in sorted(metrics) if k.startswith("train.") or k.endswith(".success")
+        wanted = [k for k in sorted(metrics) if k.startswith(("train.", "host.peak")) or k.endswith(".success")
                   or (k.startswith("forget.") and k.rsplit(".", 1)[1] in ("mcq_acc", "rouge_l"))]
         rows.append({"run": run.info.run_name, "accelerator": run.data.tags.get("host.accelerator"),
                      "artifacts": [a.path for a in client.list_artifacts(run.info.run_id)],

@@ -36,7 +36,9 @@ def test_the_stages_run_on_a_checkpoint_folder_of_another_shape(project, monkeyp
     runs = {run["run"]: run for run in summary["mlflow"]}
     assert set(runs) == {"finetune:vanilla", "unlearn:npo-text", "evaluate:vanilla"}
     assert {run["accelerator"] for run in runs.values()} == {"none"}
-    assert runs["finetune:vanilla"]["metrics"]["train.steps"] > 0 and runs["finetune:vanilla"]["artifacts"] == ["vanilla"]
+    finetuned = runs["finetune:vanilla"]
+    assert finetuned["metrics"]["train.steps"] > 0 and finetuned["artifacts"] == ["vanilla"]
     assert 0 <= runs["evaluate:vanilla"]["metrics"]["forget.text.mcq_acc"] <= 1
+    assert runs["evaluate:vanilla"]["metrics"]["host.peak_rss_mib"] > 100  # each stage says what it needed
     adapter = json.loads((out / "models" / "vanilla" / "adapter_config.json").read_text())
     assert adapter["modules_to_save"] is None and adapter["lora_dropout"] == 0.05  # the paper's LoRA, as README says

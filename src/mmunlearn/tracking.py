@@ -71,6 +71,20 @@ def machine_tags() -> dict[str, str]:
             "host.torch": torch.__version__}
 
 
+def peak_memory() -> dict[str, float]:
+    """This process's peak memory so far, MiB: resident on the host and, where it used a GPU, what torch
+    allocated there (what the stage needed) and reserved (what its cache held: what nvidia-smi shows)."""
+    import resource
+    import sys
+
+    peaks = {"host.peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # KiB on Linux
+    torch = sys.modules.get("torch")  # a stage that never imported torch used no GPU
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        peaks["host.peak_gpu_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        peaks["host.peak_gpu_reserved_mib"] = torch.cuda.max_memory_reserved() / 2**20
+    return peaks
+
+
 def data_hash(data_dvc: Path) -> str:
     import yaml
 
@@ -123,6 +137,7 @@ def stage_run(config: TrackingConfig, stage: str, model_name: str, params: Mappi
         for start in range(0, len(flat), 100):  # MLflow's batch limit
             mlflow.log_params(dict(list(flat.items())[start:start + 100]))
         yield run
+        mlflow.log_metrics(peak_memory())  # what the stage needed, to size a machine for it
 
 
 def _numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
