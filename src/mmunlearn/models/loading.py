@@ -113,7 +113,8 @@ def compute_device():
         return torch.device("cpu")
     if wanted != "cuda":
         raise ConfigError(f"{DEVICE_ENV}={wanted!r}: expected cpu or cuda (pick GPUs with CUDA_VISIBLE_DEVICES)")
-    index, count = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(os.environ.get("LOCAL_RANK", "0"))
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if index >= count:
         raise ConfigError(f"{DEVICE_ENV}=cuda: this process would use GPU {index}, and torch sees {count} here")
     return torch.device("cuda", index)
