@@ -148,25 +148,28 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    on_gpu = torch.cuda.is_available()
+    from mmunlearn.config import load_params
+    from mmunlearn.models.loading import compute_device
+
+    device = compute_device()  # where the stages will compute (MMUNLEARN_DEVICE, else the GPU if any)
+    on_gpu = device.type == "cuda"
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     checkpoint, params_file, log_file = out / "checkpoint", out / "params.yaml", out / "stages.log"
     if not (checkpoint / "config.json").is_file():
         start = time.perf_counter()
-        save_checkpoint(args.shape, Path(args.params), checkpoint, "cuda" if on_gpu else "cpu")
+        save_checkpoint(args.shape, Path(args.params), checkpoint, str(device))
         print(json.dumps({"stage": f"build + save {args.shape}", "seconds": round(time.perf_counter() - start, 1)}),
               flush=True)
     raw = study_params(Path(args.params), out, checkpoint, args.epochs, args.batch_size, args.eval_batch_size,
                        "bfloat16" if on_gpu else "float32")
     params_file.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-    from mmunlearn.config import load_params
-
     load_params(params_file)  # a settings mistake fails here, not in every stage
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     wanted, results = args.stages.split(","), []
-    summary = {"shape": args.shape, "device": torch.cuda.get_device_name(0) if on_gpu else "cpu", "stages": results}
+    summary = {"shape": args.shape, "device": torch.cuda.get_device_name(device) if on_gpu else "cpu",
+               "stages": results}
     for title, command in STAGES:
         if title in wanted:
             results.append(run_stage(title, command, params_file, log_file))

@@ -14,6 +14,8 @@ import yaml
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+# The suite is CPU work (CI has no GPU): on a GPU machine it computes on the CPU too, with the same floats.
+os.environ.setdefault("MMUNLEARN_DEVICE", "cpu")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SMALL_DATA = {"seed": 7, "num_profiles": 20, "num_celebrities": 4, "image_size": 32}
