@@ -22,7 +22,6 @@ the two protocols' multiple-choice predictions agree. Target on the default mode
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import time
 
@@ -41,12 +40,7 @@ from mmunlearn.evaluation.run import (
 )
 from mmunlearn.models.loading import merge_adapter
 from mmunlearn.models.study import load_study_model
-
-
-def _peak_memory_mib(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+from mmunlearn.tracking import peak_memory
 
 
 # Sizes of llava-hf/llava-1.5-7b-hf (its config.json), for timing without its weights.
@@ -163,8 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fast      {fast_rate:9.2f} questions/s  ({timings['fast']:.1f} s)")
     print(f"official  {official_rate:9.2f} questions/s  ({timings['official']:.1f} s)")
     print(f"ratio     {fast_rate / official_rate:9.1f}x")
-    print(f"peak memory {_peak_memory_mib(device):.0f} MiB; multiple-choice predictions agree on "
-          f"{agree}/{len(mcq)}")
+    peaks = peak_memory()
+    print("peak memory " + ", ".join(f"{name.removeprefix('host.peak_')} {mib:.0f} MiB"
+                                     for name, mib in peaks.items()))
+    print(f"multiple-choice predictions agree on {agree}/{len(mcq)}")
     return 0
 
 

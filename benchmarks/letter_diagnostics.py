@@ -30,7 +30,7 @@ from mmunlearn.evaluation.engine import Request, score_options
 from mmunlearn.evaluation.metrics import predicted_letter
 from mmunlearn.models.prompts import mcq_text
 from mmunlearn.models.study import load_study_model
-from mmunlearn.training.data import TextExample, collate, encode_example
+from mmunlearn.training.data import TextExample, collate, encode_example, model_inputs, on_device
 from mmunlearn.training.examples import RIGHT, WRONG, build_examples, value_pools
 
 
@@ -55,7 +55,8 @@ def first_option_log_odds(model, processor, question: str, values: list[str], im
         rows.append(encode_example(processor, TextExample(mcq_text(question, options), "", image, (mark,))))
     batch = collate(rows, processor.tokenizer.pad_token_id)
     labels = batch.pop("labels")[:, 1:]
-    logprobs = torch.log_softmax(model(**batch).logits[:, :-1].float(), dim=-1)
+    inputs = on_device(model_inputs(model, batch), next(model.parameters()).device)  # the study's device rule
+    logprobs = torch.log_softmax(model(**inputs).logits[:, :-1].float(), dim=-1).cpu()
     at_mark = (labels == right_id) | (labels == wrong_id)
     odds = []
     for row in range(len(values)):

@@ -52,7 +52,7 @@ from mmunlearn.evaluation.run import questions_of
 from mmunlearn.models.base import base_examples
 from mmunlearn.models.loading import add_lora
 from mmunlearn.models.study import load_study_model
-from mmunlearn.training.data import collate
+from mmunlearn.training.data import collate, on_device
 from mmunlearn.training.examples import build_examples, value_pools
 from mmunlearn.training.stages import encode_all, finetune_examples
 
@@ -177,8 +177,8 @@ def main() -> None:
         epoch_examples += [rng.choice(public) for _ in range(rehearsed)]
         rng.shuffle(epoch_examples)
         for first in range(0, len(epoch_examples) - args.batch + 1, args.batch):
-            batch = {k: v.to(device) for k, v in collate(epoch_examples[first:first + args.batch],
-                                                          processor.tokenizer.pad_token_id).items()}
+            batch = on_device(collate(epoch_examples[first:first + args.batch], processor.tokenizer.pad_token_id),
+                              device)
             model(**batch).loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, recipe.max_grad_norm if recipe else 1.0)
             optimizer.step()

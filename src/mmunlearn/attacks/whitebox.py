@@ -125,7 +125,7 @@ def whitebox_extractions(model, processor, queries: Sequence[LensQuery], layers:
     needs more layers than chosen (PD: 2, PD²: 3) is left out."""
     from tqdm import tqdm
 
-    from mmunlearn.training.data import collate, model_inputs
+    from mmunlearn.training.data import collate, model_inputs, on_device
 
     chosen = resolve_layers(model, layers)
     attacks = [attack for attack in ATTACKS if LAYERS_NEEDED[attack] <= len(chosen)]
@@ -134,7 +134,7 @@ def whitebox_extractions(model, processor, queries: Sequence[LensQuery], layers:
     results: list[dict[str, Extraction]] = []
     for start in tqdm(range(0, len(queries), batch_size), desc=desc, unit="batch", leave=False):
         chunk = queries[start:start + batch_size]
-        batch = {key: value.to(device) for key, value in model_inputs(model, collate([q.encoded for q in chunk], pad)).items()}
+        batch = on_device(model_inputs(model, collate([q.encoded for q in chunk], pad)), device)
         lens = logit_lens(model, batch, chosen, last=max(len(q.fact_ids) for q in chunk)).cpu()
         for row, query in enumerate(chunk):
             by_position = lens[row, lens.shape[1] - len(query.fact_ids):]  # left-padded: the row's last positions

@@ -24,7 +24,7 @@ from mmunlearn.evaluation.prefix import (
     repeated_prompts_are_exact,
 )
 from mmunlearn.models.prompts import encode_prompts, render_prompt
-from mmunlearn.training.data import collate, model_inputs
+from mmunlearn.training.data import collate, model_inputs, on_device
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def _inputs(model, encoded: list[dict], work: PrefixBatch | list[int], pad_token
         return work, repeated_prompts(model, encoded, work, pad_token_id, repeats)
     device = _model_device(model)
     batch = collate([encoded[i] for i in work for _ in range(repeats)], pad_token_id)
-    return work, {k: v.to(device) for k, v in model_inputs(model, batch, positions=not for_generate).items()}
+    return work, on_device(model_inputs(model, batch, positions=not for_generate), device)
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from mmunlearn.data.schema import OPTION_LETTERS, Modality, Profile, QAItem, Task
 from mmunlearn.models.prompts import encode_conversation, target_text, task_text
-from mmunlearn.training.data import collate, model_inputs
+from mmunlearn.training.data import collate, model_inputs, on_device
 
 OFFICIAL_MAX_NEW_TOKENS = 50
 DEMONSTRATIONS = {Task.MCQ: 1, Task.CLOZE: 1, Task.GENERATION: 0}  # eval.py: 1 for classification, 1-2 for cloze
@@ -69,7 +69,7 @@ def official_replies(model, processor, questions: list, demos, system_prompt: st
         encoded = encode_conversation(processor, _turns(question.request.user_text, question.request.image_png,
                                                         question.item, demos, index), system_prompt)
         batch = model_inputs(model, collate([encoded], tokenizer.pad_token_id), positions=False)
-        inputs = {k: v.to(device) for k, v in batch.items()}
+        inputs = on_device(batch, device)
         output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         replies.append(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip())

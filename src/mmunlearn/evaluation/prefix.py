@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from mmunlearn.models.prompts import IMAGE_INPUTS, TOKEN_EXTRAS
-from mmunlearn.training.data import collate, model_inputs
+from mmunlearn.training.data import collate, model_inputs, on_device
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +110,14 @@ def prefill(model, encoded: list[dict], batch: PrefixBatch, pad_token_id: int) -
     length = batch.prefix_length
     prefixes = collate([_cut(encoded[i], None, length) for i in batch.prefixes], pad_token_id)
     prefix_ids = prefixes["input_ids"].to(device)
-    prefix_inputs = {k: v.to(device) for k, v in model_inputs(model, prefixes, positions=False).items()}
+    prefix_inputs = on_device(model_inputs(model, prefixes, positions=False), device)
     cache = model(**prefix_inputs, use_cache=True, logits_to_keep=1).past_key_values
     row_prefix = torch.tensor(batch.prefix_of_row, device=device)
     cache.batch_select_indices(row_prefix)
     own = collate([_cut(encoded[i], length, None) for i in batch.rows], pad_token_id)
     rows, width = own["input_ids"].shape
     attention_mask = torch.cat([torch.ones((rows, length), dtype=torch.long), own["attention_mask"]], dim=1)
-    inputs = {**{k: v.to(device) for k, v in model_inputs(model, own).items()},
+    inputs = {**on_device(model_inputs(model, own), device),
               "attention_mask": attention_mask.to(device), "cache_position": torch.arange(length, length + width, device=device),
               "past_key_values": cache}
     if "position_ids" in inputs:
@@ -139,7 +139,7 @@ def repeated_prompts(model, encoded: list[dict], rows: list[int], pad_token_id: 
     """generate() inputs for each of ``rows``'s whole prompts ``repeats`` times in a row: every prompt but
     its last token is run once (left-padded, positions counting real tokens) and its cache repeated."""
     device = next(model.parameters()).device
-    batch = {k: v.to(device) for k, v in model_inputs(model, collate([encoded[i] for i in rows], pad_token_id)).items()}
+    batch = on_device(model_inputs(model, collate([encoded[i] for i in rows], pad_token_id)), device)
     per_token = {"input_ids", "attention_mask", "position_ids",
                  *(key for i in rows for key in encoded[i].get(TOKEN_EXTRAS, {}))}
     head = {k: v[:, :-1] if k in per_token else v for k, v in batch.items()}
@@ -201,7 +201,7 @@ def _same_as_whole(model, way: str, next_token_logits, whole_prompt: dict, pad_t
         log.warning("this model does not take %s (%s): running whole prompts", way, error)
         verdicts[way] = False
         return False
-    whole_inputs = {k: v.to(device) for k, v in model_inputs(model, collate([whole_prompt], pad_token_id)).items()}
+    whole_inputs = on_device(model_inputs(model, collate([whole_prompt], pad_token_id)), device)
     whole = torch.log_softmax(model(**whole_inputs, logits_to_keep=1).logits[0, -1].float(), dim=-1)
     likeliest = whole.topk(min(10, whole.numel())).indices
     difference = float((shared[likeliest] - whole[likeliest]).abs().max())

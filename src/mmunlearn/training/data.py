@@ -144,6 +144,11 @@ def _joined(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(tensors)
 
 
+def on_device(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
+    """``batch`` with every tensor moved to ``device`` (the model's: evaluation may run on a GPU)."""
+    return {key: value.to(device) for key, value in batch.items()}
+
+
 def model_inputs(model, batch: dict, positions: bool = True) -> dict:
     """The entries of ``batch`` the model's forward pass takes. ``positions=False`` leaves out the token
     counts (generate() and an unpadded prefix count them themselves); so does a model that derives

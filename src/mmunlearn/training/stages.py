@@ -172,12 +172,12 @@ def _attach_reference_logprobs(encoded: list[dict], reference_model, pad_token_i
     import torch
 
     from mmunlearn.methods.common import sequence_logprobs
-    from mmunlearn.training.data import collate
+    from mmunlearn.training.data import collate, on_device
 
     device = next(reference_model.parameters()).device
     for start in tqdm(range(0, len(encoded), batch_size), desc="reference log-probabilities", leave=False):
         chunk = encoded[start:start + batch_size]
-        batch = {key: value.to(device) for key, value in collate(chunk, pad_token_id).items()}
+        batch = on_device(collate(chunk, pad_token_id), device)
         with torch.no_grad():
             logprobs, _ = sequence_logprobs(reference_model, batch)
         for example, value in zip(chunk, logprobs):
