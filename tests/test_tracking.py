@@ -5,7 +5,16 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mmunlearn.config import TrackingConfig
-from mmunlearn.tracking import find_runs, flatten, log_artifacts, log_metrics, public_params, set_tags, stage_run
+from mmunlearn.tracking import (
+    find_runs,
+    flatten,
+    log_artifacts,
+    log_metrics,
+    log_metrics_to,
+    public_params,
+    set_tags,
+    stage_run,
+)
 
 
 def test_flatten_and_secret_filtering():
@@ -68,3 +77,17 @@ def test_set_tags_survives_another_worker_inserting_the_same_tag_first(tmp_path,
     tags = MlflowClient(config.uri).get_run(run_id).data.tags
     assert tags["pareto"] == "true" and tags["rank"] == "1"
     assert calls == ["pareto", "rank"]  # the lost race was not written twice: the tag already held the value
+
+
+def test_a_shared_run_keeps_the_fullest_view_whatever_the_order_of_writing(tmp_path, monkeypatch):
+    """Two tune workers summarise one study into its parent run; the one that saw fewer trials writes last."""
+    monkeypatch.chdir(tmp_path)
+    config = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=tmp_path / "artifacts",
+                            experiment="study")
+    with stage_run(config, "tune", "parent", {}):
+        pass
+    run_id = find_runs(config, stage="tune")[0].info.run_id
+    log_metrics_to(run_id, {"complete": 8, "front_size": 3}, config, step=8)
+    log_metrics_to(run_id, {"complete": 6, "front_size": 2}, config, step=6)
+    metrics = MlflowClient(config.uri).get_run(run_id).data.metrics
+    assert metrics["complete"] == 8 and metrics["front_size"] == 3

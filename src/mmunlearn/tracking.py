@@ -219,11 +219,15 @@ def search_runs(config: TrackingConfig, filter_string: str) -> list[Any]:
     return client.search_runs([experiment.experiment_id], filter_string=filter_string, order_by=["start_time DESC"])
 
 
-def log_metrics_to(run_id: str, metrics: Mapping[str, Any], config: TrackingConfig) -> None:
-    """Log metrics to a run that is not the active one (a study's parent run, from any worker)."""
+def log_metrics_to(run_id: str, metrics: Mapping[str, Any], config: TrackingConfig, step: int = 0) -> None:
+    """Log metrics to a run that is not the active one (a study's parent run, from any worker).
+
+    A run's value of a metric is the one at its highest step, whatever the order of writing: several
+    workers writing one run pass how far their view goes (e.g. trials finished) as ``step``, so the
+    fullest view stands even when a worker with an older one writes last."""
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
     now = int(time.time() * 1000)
     MlflowClient(tracking_uri=config.uri).log_batch(
-        run_id, metrics=[Metric(k, v, now, 0) for k, v in _numeric(metrics).items()])
+        run_id, metrics=[Metric(k, v, now, step) for k, v in _numeric(metrics).items()])

@@ -247,7 +247,9 @@ def tune(params: Params, method: str, trials: int | None = None) -> dict:
     log.info("tune %s: study %s in %s, %d trials in total", method, name, redact_url(params.tune.storage), budget)
     _work(study, runner, budget, poll_s=min(5.0, params.tune.heartbeat_s))
     summary = write_study_outputs(params, method, study, vanilla, budget)
-    tracking.log_metrics_to(parent, {"front_size": len(summary["front"]), **summary["trials"]}, params.tracking)
+    finished = sum(n for state, n in summary["trials"].items() if state not in ("running", "waiting"))
+    tracking.log_metrics_to(parent, {"front_size": len(summary["front"]), **summary["trials"]}, params.tracking,
+                            step=finished)
     run_ids = {t.number: t.user_attrs.get("mlflow_run_id") for t in study.get_trials(deepcopy=False)}
     for entry in summary["front"]:
         if run_ids.get(entry["trial"]):
