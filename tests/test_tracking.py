@@ -55,14 +55,19 @@ def test_stage_run_is_read_back_through_the_client(tmp_path, monkeypatch):
     assert find_runs(config, stage="finetune") == []
 
 
-def test_set_tags_survives_another_worker_inserting_the_same_tag_first(tmp_path, monkeypatch):
-    """Two tune workers tag one front trial: the SQL store's read-then-insert lets the second insert fail."""
+def _tune_run(tmp_path, monkeypatch) -> tuple[TrackingConfig, str]:
+    """A finished tune run in a scratch store, for tests of writing to it from other workers."""
     monkeypatch.chdir(tmp_path)
     config = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=tmp_path / "artifacts",
                             experiment="study")
-    with stage_run(config, "tune", "trial", {}):
+    with stage_run(config, "tune", "study", {}):
         pass
-    run_id = find_runs(config, stage="tune")[0].info.run_id
+    return config, find_runs(config, stage="tune")[0].info.run_id
+
+
+def test_set_tags_survives_another_worker_inserting_the_same_tag_first(tmp_path, monkeypatch):
+    """Two tune workers tag one front trial: the SQL store's read-then-insert lets the second insert fail."""
+    config, run_id = _tune_run(tmp_path, monkeypatch)
     real_set_tag, calls = MlflowClient.set_tag, []
 
     def lose_the_race(self, run, key, value, *args, **kwargs):
@@ -81,12 +86,7 @@ def test_set_tags_survives_another_worker_inserting_the_same_tag_first(tmp_path,
 
 def test_a_shared_run_keeps_the_fullest_view_whatever_the_order_of_writing(tmp_path, monkeypatch):
     """Two tune workers summarise one study into its parent run; the one that saw fewer trials writes last."""
-    monkeypatch.chdir(tmp_path)
-    config = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=tmp_path / "artifacts",
-                            experiment="study")
-    with stage_run(config, "tune", "parent", {}):
-        pass
-    run_id = find_runs(config, stage="tune")[0].info.run_id
+    config, run_id = _tune_run(tmp_path, monkeypatch)
     log_metrics_to(run_id, {"complete": 8, "front_size": 3}, config, step=8)
     log_metrics_to(run_id, {"complete": 6, "front_size": 2}, config, step=6)
     metrics = MlflowClient(config.uri).get_run(run_id).data.metrics
