@@ -87,6 +87,8 @@ def test_study_stages_write_models_metrics_report_and_mlflow_runs(project, capsy
     matrix = (project / "reports" / "attacks.md").read_text()
     assert "| HPDefense | text |" in matrix and "(B≈" in matrix
 
+    _interrupted_evaluation_resumes(project, capsys)
+
     params = load_params(project / "params.yaml")
     stages = {run.data.tags["stage"] + ":" + run.data.tags["model"] for run in find_runs(params.tracking)}
     assert stages == {"base:tiny", "finetune:vanilla", "unlearn:ga-multimodal", "unlearn:hp_defense-text",
@@ -107,6 +109,40 @@ def test_study_stages_write_models_metrics_report_and_mlflow_runs(project, capsy
                                                                                      "ga-multimodal")]
     assert "ga-multimodal/adapter_model.safetensors" in artifacts
     assert unlearn_run.data.tags["git_commit"] and unlearn_run.data.params["method.ga.lr"] == "0.001"
+
+
+def _interrupted_evaluation_resumes(project: Path, capsys) -> None:
+    """Evaluate stopped during generation, then run again: the multiple-choice batches come from the
+    journal, not the model, and the outputs equal the uninterrupted run's byte for byte."""
+    import mmunlearn.evaluation.engine as engine
+    import mmunlearn.evaluation.run as run
+
+    outputs = [project / "metrics" / "vanilla.json", project / "reports" / "predictions" / "vanilla.jsonl"]
+    uninterrupted = [path.read_bytes() for path in outputs]
+    journal = project / "checkpoints" / "evaluate" / "vanilla.jsonl"
+    assert not journal.exists()  # a finished evaluation leaves nothing to resume
+    batches_run: list[bool] = []  # for_generate of each batch the model really ran
+    real_inputs = engine._inputs
+
+    def counted(*args, **kwargs):
+        batches_run.append(kwargs.get("for_generate", False))
+        return real_inputs(*args, **kwargs)
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "_inputs", counted)
+        patch.setattr(run, "generate_replies", stop)
+        assert run_cli(["evaluate", "--model", "vanilla"], capsys)[0] != 0
+    assert journal.is_file() and batches_run and not any(batches_run)
+    batches_run.clear()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "_inputs", counted)
+        assert run_cli(["evaluate", "--model", "vanilla"], capsys)[0] == 0
+    assert batches_run and all(batches_run)  # only generation ran again
+    assert [path.read_bytes() for path in outputs] == uninterrupted
+    assert not journal.exists()
 
 
 def test_training_stages_are_deterministic(project, capsys):

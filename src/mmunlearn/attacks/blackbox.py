@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from mmunlearn.attacks.targets import AttackTarget
 from mmunlearn.evaluation.engine import Request, sample_replies
+from mmunlearn.journal import JournalScope
 from mmunlearn.models.prompts import generation_text
 
 
@@ -72,14 +73,16 @@ class Outcome:
 
 
 def blackbox_replies(model, processor, targets: Sequence[AttackTarget], rungs: Sequence[str],
-                     settings: SamplingSettings, system_prompt: str | None = None) -> list[dict[str, list[str]]]:
-    """Every reply each attack got, per target; each distinct prompt is sampled once."""
+                     settings: SamplingSettings, system_prompt: str | None = None,
+                     journal: JournalScope | None = None) -> list[dict[str, list[str]]]:
+    """Every reply each attack got, per target; each distinct prompt is sampled once. ``journal``:
+    batches an interrupted run sampled are read back."""
     per_target = [attack_prompts(target, rungs) for target in targets]
     distinct = list(dict.fromkeys(request for prompts in per_target for requests in prompts.values()
                                   for request in requests))
     replies = dict(zip(distinct, sample_replies(
         model, processor, distinct, settings.samples, settings.seed, settings.batch_size, settings.max_new_tokens,
-        settings.temperature, settings.top_k, system_prompt, desc="black-box sampling")))
+        settings.temperature, settings.top_k, system_prompt, desc="black-box sampling", journal=journal)))
     return [{attack: [reply for request in requests for reply in replies[request]] for attack, requests in prompts.items()}
             for prompts in per_target]
 

@@ -29,6 +29,7 @@ from mmunlearn.attacks.whitebox import (
 )
 from mmunlearn.config import AttackConfig, Params
 from mmunlearn.errors import DataError
+from mmunlearn.journal import Journal
 from mmunlearn.models.prompts import generation_text
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,9 @@ def attack_names(rungs: Sequence[str]) -> tuple[str, ...]:
 
 
 def run_attacks(model, processor, targets: Sequence[AttackTarget], config: AttackConfig, rungs: Sequence[str],
-                system_prompt: str | None = None) -> list[dict]:
-    """One record per (fact, attack): {profile_id, attribute, modality, attack, success, budget}."""
+                system_prompt: str | None = None, journal: Journal | None = None) -> list[dict]:
+    """One record per (fact, attack): {profile_id, attribute, modality, attack, success, budget}.
+    ``journal``: resume an interrupted run's black-box sampling (the white-box pass is one forward a batch)."""
     queries = [lens_query(processor, generation_text(t.question), t.image_png, t.answer, t.value,
                           system_prompt) for t in targets]
     scorable = [i for i, query in enumerate(queries) if query is not None]
@@ -62,7 +64,8 @@ def run_attacks(model, processor, targets: Sequence[AttackTarget], config: Attac
     sampling = SamplingSettings(config.samples, config.seed, config.temperature, config.top_k,
                                 config.max_new_tokens, config.batch_size)
     sampled = [outcomes(target, replies) for target, replies in
-               zip(targets, blackbox_replies(model, processor, targets, rungs, sampling, system_prompt))]
+               zip(targets, blackbox_replies(model, processor, targets, rungs, sampling, system_prompt,
+                                            journal.scope("black-box") if journal else None))]
     records = []
     for index, target in enumerate(targets):
         for attack, outcome in [*lens_found.get(index, {}).items(), *sampled[index].items()]:
@@ -99,22 +102,26 @@ def _before(params: Params, model_name: str) -> dict | None:
 def attack_stage(params: Params, model_name: str) -> dict:
     from mmunlearn import tracking
     from mmunlearn.data.splits import load_split
-    from mmunlearn.evaluation.stage import load_for_evaluation
+    from mmunlearn.evaluation.stage import inference_journal, load_for_evaluation
 
     before = _before(params, model_name)  # a missing prerequisite fails before any model work
     model, processor, settings = load_for_evaluation(params, model_name)
     split = load_split(params.paths.splits)
     targets = forget_targets(split, params.attack.rephrasings)
+    journal = inference_journal(params, "attack", model_name, {"attack": params.attack.model_dump(mode="json"),
+                                                                 "rungs": params.data.test_pose_difficulties,
+                                                                 "system_prompt": settings.system_prompt})
     with tracking.stage_run(params.tracking, "attack", model_name,
                             {"attack": params.attack.model_dump(mode="json"),
                              "split": params.split.model_dump(mode="json"),
                              "system_prompt": settings.system_prompt or ""}, params.paths.data_dvc):
         records = run_attacks(model, processor, targets, params.attack, params.data.test_pose_difficulties,
-                              settings.system_prompt)
+                              settings.system_prompt, journal)
         summary = summarise(records, before)
         tracking.log_metrics({"attack": summary})
     write_json(attack_metrics_path(params, model_name), summary)
     with atomic_file(attack_records_path(params, model_name)) as tmp:
         tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records), encoding="utf-8")
+    journal.finish()
     log.info("attack: %s → %s", model_name, attack_metrics_path(params, model_name))
     return summary

@@ -14,13 +14,16 @@ from mmunlearn.data.splits import Split
 from mmunlearn.evaluation.metrics import predicted_letter
 from mmunlearn.evaluation.official import first_letter
 from mmunlearn.evaluation.run import EvaluationSettings, fast_outputs, official_raw_replies, questions_of
+from mmunlearn.journal import Journal
 
 
-def compare_protocols(model, processor, split: Split, settings: EvaluationSettings) -> tuple[dict, list[dict]]:
-    """({set: {modality: {n, agreement, fast_acc, official_acc, official_unparsed}}}, disagreements)."""
+def compare_protocols(model, processor, split: Split, settings: EvaluationSettings,
+                      journal: Journal | None = None) -> tuple[dict, list[dict]]:
+    """({set: {modality: {n, agreement, fast_acc, official_acc, official_unparsed}}}, disagreements).
+    ``journal``: resume an interrupted comparison."""
     questions = [q for q in questions_of(split) if q.item.task is Task.MCQ]
-    fast = [predicted_letter(o) for o in fast_outputs(model, processor, questions, settings)]
-    replies = official_raw_replies(model, processor, questions, split, settings)
+    fast = [predicted_letter(o) for o in fast_outputs(model, processor, questions, settings, journal)]
+    replies = official_raw_replies(model, processor, questions, split, settings, journal)
     cells: dict[tuple[str, str], list[tuple[bool, bool, bool, bool]]] = defaultdict(list)
     disagreements = []
     for question, fast_letter, reply in zip(questions, fast, replies):

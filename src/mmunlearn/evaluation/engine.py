@@ -23,6 +23,7 @@ from mmunlearn.evaluation.prefix import (
     repeated_prompts,
     repeated_prompts_are_exact,
 )
+from mmunlearn.journal import JournalScope, resumed
 from mmunlearn.models.prompts import encode_prompts, render_prompt
 from mmunlearn.training.data import collate, model_inputs, on_device
 
@@ -107,20 +108,26 @@ def _inputs(model, encoded: list[dict], work: PrefixBatch | list[int], pad_token
 @torch.no_grad()
 def score_options(model, processor, requests: list[Request], batch_size: int = 32,
                   system_prompt: str | None = None, desc: str = "scoring options",
-                  letters: tuple[str, ...] = OPTION_LETTERS) -> list[dict[str, float]]:
-    """Log-probability of each option letter as the reply's first token, one forward pass per batch."""
+                  letters: tuple[str, ...] = OPTION_LETTERS, journal: JournalScope | None = None) -> list[dict[str, float]]:
+    """Log-probability of each option letter as the reply's first token, one forward pass per batch.
+    ``journal``: batches an interrupted run finished are read back, not run again."""
     letter_ids = answer_start_token_ids(processor, letters)
     encoded = encode_prompts(processor, [(r.user_text, r.image_png) for r in requests], system_prompt)
     scores: list[dict[str, float] | None] = [None] * len(requests)
     model.eval()
     pad_token_id = processor.tokenizer.pad_token_id
-    for work in tqdm(_work(model, requests, encoded, batch_size, pad_token_id), desc=desc, unit="batch", leave=False):
+
+    def run(work) -> list:
         indices, inputs = _inputs(model, encoded, work, pad_token_id)
         # no cache of the batch's keys and values: nothing continues from it (~14% of scoring on 2 cores)
         logits = model(**inputs, logits_to_keep=1, use_cache=False).logits[:, -1, :].float()
         letter_logprobs = torch.log_softmax(logits, dim=-1)[:, letter_ids].cpu()
-        for row, index in enumerate(indices):
-            scores[index] = dict(zip(letters, letter_logprobs[row].tolist()))
+        return [[index, dict(zip(letters, letter_logprobs[row].tolist()))] for row, index in enumerate(indices)]
+
+    work_list = _work(model, requests, encoded, batch_size, pad_token_id)
+    for number, work in enumerate(tqdm(work_list, desc=desc, unit="batch", leave=False)):
+        for index, score in resumed(journal, number, lambda: run(work)):
+            scores[index] = score
     return scores  # type: ignore[return-value]
 
 
@@ -141,12 +148,14 @@ class Sampling:
 
 @torch.no_grad()
 def _generate(model, processor, requests: list[Request], batch_size: int, system_prompt: str | None, desc: str,
-              samples: int = 1, sampling: Sampling | None = None, **generate_kwargs) -> list[list[str]]:
+              samples: int = 1, sampling: Sampling | None = None, journal: JournalScope | None = None,
+              **generate_kwargs) -> list[list[str]]:
     """``samples`` replies per request, batched by prompt length with left padding; stop at end-of-sequence.
 
     Greedy without ``sampling`` (questions about one face share its prefix); with it, each request's
     row is repeated ``samples`` times and drawn by ``TopKSampling``, in whole-prompt batches whose first
-    request seeds the draw.
+    request seeds the draw. ``journal``: batches an interrupted run finished are read back (a batch's draw
+    is seeded by its own first request, so skipping batches changes no other batch's samples).
     """
     from transformers import LogitsProcessorList  # only generation needs it (3 s import for report-only commands)
 
@@ -157,29 +166,36 @@ def _generate(model, processor, requests: list[Request], batch_size: int, system
     device = _model_device(model)
     work_list = _work(model, requests, encoded, batch_size, tokenizer.pad_token_id, share_faces=sampling is None and samples == 1,
                       for_generate=True)
-    for work in tqdm(work_list, desc=desc, unit="batch", leave=False):
+
+    def run(work) -> list:
         indices, batch = _inputs(model, encoded, work, tokenizer.pad_token_id, for_generate=True, repeats=samples)
         processors = LogitsProcessorList([sampling.processor(indices[0], device)] if sampling else [])
         output = model.generate(**batch, do_sample=False, logits_processor=processors,
                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                                 **generate_kwargs)
-        new_tokens = output[:, batch["input_ids"].shape[1]:]
-        texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        for row, index in enumerate(indices):
-            replies[index] = [text.strip() for text in texts[row * samples:(row + 1) * samples]]
+        texts = tokenizer.batch_decode(output[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        return [[index, [text.strip() for text in texts[row * samples:(row + 1) * samples]]]
+                for row, index in enumerate(indices)]
+
+    for number, work in enumerate(tqdm(work_list, desc=desc, unit="batch", leave=False)):
+        for index, texts in resumed(journal, number, lambda: run(work)):
+            replies[index] = texts
     return replies
 
 
 def generate_replies(model, processor, requests: list[Request], batch_size: int = 32, max_new_tokens: int = 48,
-                     system_prompt: str | None = None, desc: str = "generating") -> list[str]:
+                     system_prompt: str | None = None, desc: str = "generating",
+                     journal: JournalScope | None = None) -> list[str]:
     """Greedy replies, batched by prompt length with left padding; stops at end-of-sequence."""
-    replies = _generate(model, processor, requests, batch_size, system_prompt, desc, max_new_tokens=max_new_tokens)
+    replies = _generate(model, processor, requests, batch_size, system_prompt, desc, journal=journal,
+                        max_new_tokens=max_new_tokens)
     return [only for (only,) in replies]
 
 
 def sample_replies(model, processor, requests: list[Request], samples: int, seed: int, batch_size: int = 32,
                    max_new_tokens: int = 48, temperature: float = 1.0, top_k: int = 50,
-                   system_prompt: str | None = None, desc: str = "sampling") -> list[list[str]]:
+                   system_prompt: str | None = None, desc: str = "sampling",
+                   journal: JournalScope | None = None) -> list[list[str]]:
     """``samples`` sampled replies per request (temperature / top-k), reproducible from ``seed``."""
     return _generate(model, processor, requests, batch_size, system_prompt, desc, samples=samples,
-                     sampling=Sampling(seed, temperature, top_k), max_new_tokens=max_new_tokens)
+                     sampling=Sampling(seed, temperature, top_k), journal=journal, max_new_tokens=max_new_tokens)

@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from mmunlearn.data.schema import OPTION_LETTERS, Modality, Profile, QAItem, Task
+from mmunlearn.journal import JournalScope, resumed
 from mmunlearn.models.prompts import encode_conversation, target_text, task_text
 from mmunlearn.training.data import collate, model_inputs, on_device
 
@@ -59,18 +60,21 @@ def _turns(question_text: str, image_png: bytes | None, item: QAItem, demos, ind
 
 @torch.no_grad()
 def official_replies(model, processor, questions: list, demos, system_prompt: str | None = None,
-                     max_new_tokens: int = OFFICIAL_MAX_NEW_TOKENS) -> list[str]:
-    """The greedy reply to each question (objects with ``.item`` and ``.request``), one at a time."""
+                     max_new_tokens: int = OFFICIAL_MAX_NEW_TOKENS, journal: JournalScope | None = None) -> list[str]:
+    """The greedy reply to each question (objects with ``.item`` and ``.request``), one at a time.
+    ``journal``: questions an interrupted run answered are read back, not asked again."""
     tokenizer = processor.tokenizer
     device = next(model.parameters()).device
     model.eval()
-    replies = []
-    for index, question in enumerate(tqdm(questions, desc="official protocol", unit="question", leave=False)):
+
+    def reply(index: int, question) -> list[str]:
         encoded = encode_conversation(processor, _turns(question.request.user_text, question.request.image_png,
                                                         question.item, demos, index), system_prompt)
-        batch = model_inputs(model, collate([encoded], tokenizer.pad_token_id), positions=False)
-        inputs = on_device(batch, device)
+        inputs = on_device(model_inputs(model, collate([encoded], tokenizer.pad_token_id), positions=False), device)
         output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        replies.append(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip())
-    return replies
+        return [tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()]
+
+    questions_shown = tqdm(questions, desc="official protocol", unit="question", leave=False)
+    return [resumed(journal, index, lambda: reply(index, question))[0]
+            for index, question in enumerate(questions_shown)]

@@ -20,6 +20,7 @@ from mmunlearn.evaluation.engine import Request, generate_replies, score_options
 from mmunlearn.evaluation.judge import JudgeCase
 from mmunlearn.evaluation.metrics import METRICS, predicted_letter
 from mmunlearn.evaluation.official import draw_demonstrations, first_letter, official_replies
+from mmunlearn.journal import Journal
 from mmunlearn.models.prompts import task_text
 
 EVALUATED_SETS = ("forget", "test", "retain", "celebrity")
@@ -67,13 +68,15 @@ def questions_of(split: Split) -> list[Question]:
     return questions
 
 
-def evaluate(model, processor, split: Split, settings: EvaluationSettings = EvaluationSettings()):
-    """Return ({set: {modality: {metric: mean}}}, per-question records)."""
+def evaluate(model, processor, split: Split, settings: EvaluationSettings = EvaluationSettings(),
+             journal: Journal | None = None):
+    """Return ({set: {modality: {metric: mean}}}, per-question records). ``journal``: resume an
+    interrupted evaluation (the judge keeps its own cache)."""
     questions = questions_of(split)
     if settings.protocol == "official":
-        outputs = official_outputs(model, processor, questions, split, settings)
+        outputs = official_outputs(model, processor, questions, split, settings, journal)
     else:
-        outputs = fast_outputs(model, processor, questions, settings)
+        outputs = fast_outputs(model, processor, questions, settings, journal)
     verdicts = _judge(settings.judge, questions, outputs)
 
     sums: dict[tuple[str, str, str], list[float]] = defaultdict(list)
@@ -107,15 +110,18 @@ def evaluate(model, processor, split: Split, settings: EvaluationSettings = Eval
     return results, records
 
 
-def fast_outputs(model, processor, questions: list[Question], settings: EvaluationSettings) -> list[object]:
+def fast_outputs(model, processor, questions: list[Question], settings: EvaluationSettings,
+                 journal: Journal | None = None) -> list[object]:
     """Ours: every multiple-choice question's letter scores in batched forward passes, every other
     question's greedy reply in length-bucketed batches."""
     scored = [i for i, q in enumerate(questions) if q.item.task is Task.MCQ]
     generated = [i for i, q in enumerate(questions) if q.item.task is not Task.MCQ]
     letter_scores = score_options(model, processor, [questions[i].request for i in scored], settings.batch_size,
-                                  settings.system_prompt, desc="multiple choice")
+                                  settings.system_prompt, desc="multiple choice",
+                                  journal=journal.scope("multiple choice") if journal else None)
     replies = generate_replies(model, processor, [questions[i].request for i in generated], settings.batch_size,
-                               settings.max_new_tokens, settings.system_prompt, desc="generation + cloze")
+                               settings.max_new_tokens, settings.system_prompt, desc="generation + cloze",
+                               journal=journal.scope("generation") if journal else None)
     outputs: list[object] = [None] * len(questions)  # each question's output, in question order
     for index, output in [*zip(scored, letter_scores), *zip(generated, replies)]:
         outputs[index] = output
@@ -123,16 +129,17 @@ def fast_outputs(model, processor, questions: list[Question], settings: Evaluati
 
 
 def official_raw_replies(model, processor, questions: list[Question], split: Split,
-                         settings: EvaluationSettings) -> list[str]:
+                         settings: EvaluationSettings, journal: Journal | None = None) -> list[str]:
     """The official protocol's replies: one question at a time, few-shot demonstrations from the retain set."""
     demos = draw_demonstrations(list(split.retain), settings.demo_seed)
-    return official_replies(model, processor, questions, demos, settings.system_prompt)
+    return official_replies(model, processor, questions, demos, settings.system_prompt,
+                            journal=journal.scope("official") if journal else None)
 
 
 def official_outputs(model, processor, questions: list[Question], split: Split,
-                     settings: EvaluationSettings) -> list[object]:
+                     settings: EvaluationSettings, journal: Journal | None = None) -> list[object]:
     """The official protocol's outputs: the first letter of a multiple-choice reply, other replies as they are."""
-    replies = official_raw_replies(model, processor, questions, split, settings)
+    replies = official_raw_replies(model, processor, questions, split, settings, journal)
     return [first_letter(r) if q.item.task is Task.MCQ else r for q, r in zip(questions, replies)]
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from mmunlearn.atomic import atomic_file, write_json
 from mmunlearn.config import Params
+from mmunlearn.journal import Journal
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,17 @@ def load_for_evaluation(params: Params, model_name: str):
     return model, loaded.processor, settings
 
 
+def inference_journal(params: Params, stage: str, model_name: str, settings: dict) -> Journal:
+    """The journal an interrupted ``stage`` on ``model_name`` resumes from (under ``paths.checkpoints``),
+    valid only for the same model files, questions (the split), ``settings`` and code."""
+    from mmunlearn.journal import files_fingerprint, source_fingerprint
+    from mmunlearn.models.study import model_fingerprint
+
+    return Journal(params.paths.checkpoints / stage / f"{model_name}.jsonl",
+                   {"model": model_fingerprint(params, model_name), "split": files_fingerprint(params.paths.splits),
+                    "settings": settings, **source_fingerprint()})
+
+
 def protocols_stage(params: Params, model_name: str = "vanilla") -> dict:
     """Both protocols on one model's multiple-choice questions: agreement summary and disagreements."""
     from mmunlearn import tracking
@@ -45,12 +57,15 @@ def protocols_stage(params: Params, model_name: str = "vanilla") -> dict:
     from mmunlearn.evaluation.agreement import agreement_markdown, compare_protocols
 
     model, processor, settings = load_for_evaluation(params, model_name)
+    journal = inference_journal(params, "protocols", model_name, asdict(settings))
     with tracking.stage_run(params.tracking, "protocols", model_name,
                             {"evaluation": params.evaluation.model_dump(mode="json")}, params.paths.data_dvc):
-        summary, disagreements = compare_protocols(model, processor, load_split(params.paths.splits), settings)
+        summary, disagreements = compare_protocols(model, processor, load_split(params.paths.splits), settings,
+                                                   journal)
         tracking.log_metrics(summary)
     write_json(params.paths.metrics / "protocol_agreement.json", summary)
     write_text(params.paths.reports / "protocol_agreement.md", agreement_markdown(model_name, summary, disagreements))
+    journal.finish()
     log.info("protocols: %s agree on %.1f%% of multiple-choice questions", model_name,
              100 * summary["overall"]["agreement"])
     return summary
@@ -67,13 +82,14 @@ def evaluate_stage(params: Params, model_name: str) -> dict:
     judge = build_judge(params.evaluation.judge)
     general = load_general_set(params.evaluation.general_set) if params.evaluation.general_set else None
     model, processor, settings = load_for_evaluation(params, model_name)
+    journal = inference_journal(params, "evaluate", model_name, asdict(settings))  # before the judge: not an input
     settings = replace(settings, judge=judge)
     split = load_split(params.paths.splits)
     with tracking.stage_run(params.tracking, "evaluate", model_name,
                             {"evaluation": params.evaluation.model_dump(mode="json"),
                              "split": params.split.model_dump(mode="json"),
                              "system_prompt": settings.system_prompt or ""}, params.paths.data_dvc):
-        results, records = evaluate(model, processor, split, settings)
+        results, records = evaluate(model, processor, split, settings, journal)
         if general:
             results["general"] = general_ability(model, processor, general, settings.batch_size,
                                                  settings.system_prompt)
@@ -85,5 +101,6 @@ def evaluate_stage(params: Params, model_name: str) -> dict:
     write_json(metrics_path(params, model_name), results)
     with atomic_file(predictions_path(params, model_name)) as tmp:
         tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records), encoding="utf-8")
+    journal.finish()
     log.info("evaluate: %s → %s", model_name, metrics_path(params, model_name))
     return results

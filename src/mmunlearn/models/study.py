@@ -42,6 +42,21 @@ def load_study_model(params: Params, name: str | None = None):
     return LoadedModel(model=model, processor=under.processor)
 
 
+def model_fingerprint(params: Params, name: str | None) -> dict:
+    """What a study model's outputs depend on: the files of its folder and of every model under it, down
+    to the base (a hub id by name, with the loading settings)."""
+    from mmunlearn.journal import files_fingerprint
+
+    if name is None:
+        source = base_source(params)
+        return {"base": str(source), "files": files_fingerprint(source) if Path(source).is_dir() else None,
+                "model": params.model.model_dump(mode="json")}
+    folder = params.paths.models / name
+    stack = read_stack(folder)
+    return {"name": name, "files": files_fingerprint(folder),
+            "under": model_fingerprint(params, stack["on_top_of"] if stack else None)}
+
+
 def read_stack(folder: Path) -> dict | None:
     """What an unlearned model is made of (``on_top_of``, ``adapter``, ``system_prompt``), or None for an adapter."""
     path = Path(folder) / STACK_FILE

@@ -63,18 +63,10 @@ def run_fingerprint(model) -> dict:
     """What, besides params and data, decides whether a checkpoint belongs to this run: the model's
     parameter layout (names, shapes, dtypes, which are trained), the library versions and the project's
     source. A checkpoint left by other code once resumed with missing keys and only a warning."""
-    import peft
-    import torch
-    import transformers
+    from mmunlearn.journal import source_fingerprint
 
     layout = "\n".join(f"{name}:{tuple(p.shape)}:{p.dtype}:{p.requires_grad}" for name, p in model.named_parameters())
-    package = Path(__file__).resolve().parents[1]
-    source = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        source.update(f"{path.relative_to(package)}\n".encode() + path.read_bytes())
-    return {"parameters": hashlib.sha256(layout.encode()).hexdigest(), "source": source.hexdigest(),
-            "libraries": {"torch": torch.__version__, "transformers": transformers.__version__,
-                          "peft": peft.__version__}}
+    return {"parameters": hashlib.sha256(layout.encode()).hexdigest(), **source_fingerprint()}
 
 
 def encode_all(processor, examples: list[TextExample], desc: str, labels_on: str = "answer") -> list[dict]:
