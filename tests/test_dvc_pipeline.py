@@ -177,3 +177,20 @@ def test_tradeoff_pipeline_is_separate_from_the_main_study(fresh_clone):
                                for dep in main_deps), (stage.name, str(out))
         tune_ga = next(s for s in tradeoff if s.name == "tune@ga")
         assert {"models/vanilla", "metrics/vanilla.json"} <= {dep.def_path for dep in tune_ga.deps}
+
+
+def test_every_inference_stage_depends_on_the_code_that_loads_its_model(fresh_clone):
+    """An edit of how a study model is loaded or merged (models/), or of how an interrupted run's outputs
+    are read back (journal.py), re-runs the evaluations, attacks and trade-off trials, as it re-runs the
+    training stages."""
+    from dvc.repo import Repo
+
+    with Repo(str(fresh_clone)) as repo:
+        inference = [s for s in repo.index.stages
+                     if (getattr(s, "cmd", None) or "").split()[1:2] in (["evaluate"], ["attack"], ["protocols"])]
+        assert len(inference) > 10
+        for stage in inference:
+            deps = {dep.def_path for dep in stage.deps}
+            assert {"src/mmunlearn/models", "src/mmunlearn/journal.py"} <= deps, stage.name
+        tuning = [s for s in repo.index.stages if (getattr(s, "cmd", None) or "").split()[1:2] == ["tune"]]
+        assert tuning and all("src/mmunlearn/models" in {dep.def_path for dep in s.deps} for s in tuning)
