@@ -86,6 +86,11 @@ class JournalScope:
         self.journal.put(f"{self.name}/{batch}", value)
 
 
+def scoped(journal: Journal | None, name: str) -> JournalScope | None:
+    """``journal``'s view for one pass, or None where nothing is journaled."""
+    return journal.scope(name) if journal is not None else None
+
+
 def resumed(journal: JournalScope | None, batch: int, run: Callable[[], list]) -> list:
     """Batch ``batch``'s outputs: from the journal where an earlier run finished it, else ``run()`` (journaled)."""
     done = journal.get(batch) if journal is not None else None

@@ -29,7 +29,7 @@ from mmunlearn.attacks.whitebox import (
 )
 from mmunlearn.config import AttackConfig, Params
 from mmunlearn.errors import DataError
-from mmunlearn.journal import Journal
+from mmunlearn.journal import Journal, scoped
 from mmunlearn.models.prompts import generation_text
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def run_attacks(model, processor, targets: Sequence[AttackTarget], config: Attac
                                 config.max_new_tokens, config.batch_size)
     sampled = [outcomes(target, replies) for target, replies in
                zip(targets, blackbox_replies(model, processor, targets, rungs, sampling, system_prompt,
-                                            journal.scope("black-box") if journal else None))]
+                                            scoped(journal, "black-box")))]
     records = []
     for index, target in enumerate(targets):
         for attack, outcome in [*lens_found.get(index, {}).items(), *sampled[index].items()]:

@@ -20,7 +20,7 @@ from mmunlearn.evaluation.engine import Request, generate_replies, score_options
 from mmunlearn.evaluation.judge import JudgeCase
 from mmunlearn.evaluation.metrics import METRICS, predicted_letter
 from mmunlearn.evaluation.official import draw_demonstrations, first_letter, official_replies
-from mmunlearn.journal import Journal
+from mmunlearn.journal import Journal, scoped
 from mmunlearn.models.prompts import task_text
 
 EVALUATED_SETS = ("forget", "test", "retain", "celebrity")
@@ -118,10 +118,10 @@ def fast_outputs(model, processor, questions: list[Question], settings: Evaluati
     generated = [i for i, q in enumerate(questions) if q.item.task is not Task.MCQ]
     letter_scores = score_options(model, processor, [questions[i].request for i in scored], settings.batch_size,
                                   settings.system_prompt, desc="multiple choice",
-                                  journal=journal.scope("multiple choice") if journal else None)
+                                  journal=scoped(journal, "multiple choice"))
     replies = generate_replies(model, processor, [questions[i].request for i in generated], settings.batch_size,
                                settings.max_new_tokens, settings.system_prompt, desc="generation + cloze",
-                               journal=journal.scope("generation") if journal else None)
+                               journal=scoped(journal, "generation"))
     outputs: list[object] = [None] * len(questions)  # each question's output, in question order
     for index, output in [*zip(scored, letter_scores), *zip(generated, replies)]:
         outputs[index] = output
@@ -133,7 +133,7 @@ def official_raw_replies(model, processor, questions: list[Question], split: Spl
     """The official protocol's replies: one question at a time, few-shot demonstrations from the retain set."""
     demos = draw_demonstrations(list(split.retain), settings.demo_seed)
     return official_replies(model, processor, questions, demos, settings.system_prompt,
-                            journal=journal.scope("official") if journal else None)
+                            journal=scoped(journal, "official"))
 
 
 def official_outputs(model, processor, questions: list[Question], split: Split,
