@@ -25,6 +25,7 @@ from mmunlearn.models.tiny import build_tiny_model, tokenizer_corpus
 from mmunlearn.report import attack_markdown
 from mmunlearn.training.data import fact_tokens
 from tests.conftest import SMALL_DATA
+from tests.evaluation.test_resume import _interrupted_then_resumed
 from tests.models.test_tiny import SMALL_ARCH
 
 RUNGS = ("easy", "medium", "hard")
@@ -117,6 +118,23 @@ def test_whitebox_reads_each_fact_token_where_it_is_predicted():
     assert [f["head_projection"].success for f in found] == [True, True, True, True, True, False]
     alone = [whitebox_extractions(model, processor, [q], layers=[-1], k=1)[0] for q in queries]
     assert alone == found  # batching and left padding change nothing
+
+
+def test_an_interrupted_whitebox_pass_resumes_with_only_its_unfinished_batches(tmp_path):
+    model = _llama()
+    processor = SimpleNamespace(tokenizer=SimpleNamespace(pad_token_id=0))
+    queries = [LensQuery({"input_ids": torch.tensor([3 + i, 9, 4, 7][:2 + i % 3])}, [5 + i % 4, 6][:1 + i % 2])
+               for i in range(7)]
+
+    def run(journal):  # 4 batches; layers -3..-1: every attack, with budgets that vary by query
+        return whitebox_extractions(model, processor, queries, layers=[-3, -2, -1], k=3, batch_size=2,
+                                    journal=journal)
+
+    whole = run(None)
+    assert len({f["probability_delta"].budget for f in whole}) > 1  # a real comparison, not constants
+    resumed, calls = _interrupted_then_resumed(model, tmp_path / "white-box.jsonl", {"v": 1}, run, stop_after=2)
+    assert resumed == whole
+    assert calls == 2  # batches 3 and 4: the first two came from the journal
 
 
 def test_blackbox_budgets_and_success_come_from_the_sampled_replies(study):

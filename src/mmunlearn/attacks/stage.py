@@ -52,7 +52,7 @@ def attack_names(rungs: Sequence[str]) -> tuple[str, ...]:
 def run_attacks(model, processor, targets: Sequence[AttackTarget], config: AttackConfig, rungs: Sequence[str],
                 system_prompt: str | None = None, journal: Journal | None = None) -> list[dict]:
     """One record per (fact, attack): {profile_id, attribute, modality, attack, success, budget}.
-    ``journal``: resume an interrupted run's black-box sampling (the white-box pass is one forward a batch)."""
+    ``journal``: an interrupted run's finished batches (white-box and black-box) are read back."""
     queries = [lens_query(processor, generation_text(t.question), t.image_png, t.answer, t.value,
                           system_prompt) for t in targets]
     scorable = [i for i, query in enumerate(queries) if query is not None]
@@ -60,7 +60,8 @@ def run_attacks(model, processor, targets: Sequence[AttackTarget], config: Attac
         log.warning("white-box: %d of %d facts straddle a token boundary and are not scored",
                     len(targets) - len(scorable), len(targets))
     lens_found = dict(zip(scorable, whitebox_extractions(model, processor, [queries[i] for i in scorable],
-                                                         config.layers, config.k, config.batch_size)))
+                                                         config.layers, config.k, config.batch_size,
+                                                         journal=scoped(journal, "white-box"))))
     sampling = SamplingSettings(config.samples, config.seed, config.temperature, config.top_k,
                                 config.max_new_tokens, config.batch_size)
     sampled = [outcomes(target, replies) for target, replies in

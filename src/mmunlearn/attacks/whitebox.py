@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mmunlearn.journal import JournalScope, resumed
 from mmunlearn.methods.lens import captured_layer_outputs, lens_logprobs, resolve_layers
 
 ATTACKS = ("head_projection", "probability_delta", "probability_delta2")  # candidate sets of one lens
@@ -120,9 +121,11 @@ def lens_query(processor, user_text: str, image_png: bytes | None, answer: str, 
 
 
 def whitebox_extractions(model, processor, queries: Sequence[LensQuery], layers: Sequence[int], k: int,
-                         batch_size: int = 32, desc: str = "white-box") -> list[dict[str, Extraction]]:
+                         batch_size: int = 32, desc: str = "white-box",
+                         journal: JournalScope | None = None) -> list[dict[str, Extraction]]:
     """Every white-box attack on every query, batched: {attack: Extraction} per query. An attack that
-    needs more layers than chosen (PD: 2, PD²: 3) is left out."""
+    needs more layers than chosen (PD: 2, PD²: 3) is left out. ``journal``: batches an interrupted run
+    finished are read back, not run again."""
     from tqdm import tqdm
 
     from mmunlearn.training.data import collate, model_inputs, on_device
@@ -131,14 +134,21 @@ def whitebox_extractions(model, processor, queries: Sequence[LensQuery], layers:
     attacks = [attack for attack in ATTACKS if LAYERS_NEEDED[attack] <= len(chosen)]
     device = next(model.parameters()).device
     pad = processor.tokenizer.pad_token_id
-    results: list[dict[str, Extraction]] = []
-    for start in tqdm(range(0, len(queries), batch_size), desc=desc, unit="batch", leave=False):
-        chunk = queries[start:start + batch_size]
+
+    def run_batch(chunk: Sequence[LensQuery]) -> list[dict[str, list]]:
         batch = on_device(model_inputs(model, collate([q.encoded for q in chunk], pad)), device)
         lens = logit_lens(model, batch, chosen, last=max(len(q.fact_ids) for q in chunk)).cpu()
+        rows = []
         for row, query in enumerate(chunk):
             by_position = lens[row, lens.shape[1] - len(query.fact_ids):]  # left-padded: the row's last positions
             found = {attack: extracted(by_position[0], query.fact_ids, attack, k) for attack in attacks}
             found[EACH_TOKEN_ATTACK] = extracted_each(by_position, query.fact_ids, k)
-            results.append(found)
+            rows.append({attack: [extraction.success, extraction.budget] for attack, extraction in found.items()})
+        return rows  # JSON-ready: what the journal keeps
+
+    results: list[dict[str, Extraction]] = []
+    starts = range(0, len(queries), batch_size)
+    for number, start in enumerate(tqdm(starts, desc=desc, unit="batch", leave=False)):
+        rows = resumed(journal, number, lambda: run_batch(queries[start:start + batch_size]))
+        results += [{attack: Extraction(*pair) for attack, pair in row.items()} for row in rows]
     return results
