@@ -71,9 +71,9 @@ def main() -> None:
     forward = model
     if args.compile == "model":
         forward = torch.compile(model, dynamic=True)
-    elif args.compile == "layers":
+    elif args.compile == "layers":  # regional: the layers repeat, and LLaVA's image merging stays eager
         model.config.get_text_config().use_cache = False  # a KV cache in training recompiles every step
-        torch._dynamo.config.recompile_limit = 64  # one compiled variant per layer instance  # regional: the layers repeat, and skip LLaVA's image merging
+        torch._dynamo.config.recompile_limit = 64  # one compiled variant per layer instance
         for module in model.modules():
             if type(module).__name__.endswith(("DecoderLayer", "EncoderLayer")):
                 module.compile(dynamic=True)
