@@ -21,9 +21,8 @@ from mmunlearn.config import load_params
 from mmunlearn.data.schema import load_benchmark
 from mmunlearn.data.splits import load_split
 from mmunlearn.methods.common import answer_nll
-from mmunlearn.models.base import base_examples
+from mmunlearn.models.base import base_examples, untrained_tiny
 from mmunlearn.models.loading import add_lora
-from mmunlearn.models.tiny import TinyArchitecture, build_tiny_model, tokenizer_corpus
 from mmunlearn.training.stages import encode_all, finetune_examples
 from mmunlearn.training.trainer import Collator, EncodedDataset, GroupedBatchSampler
 
@@ -31,8 +30,7 @@ from mmunlearn.training.trainer import Collator, EncodedDataset, GroupedBatchSam
 def stage_model_and_examples(params, stage: str):
     """The tiny model as ``stage`` trains it (LoRA for finetune) and that stage's examples."""
     benchmark = load_benchmark(params.paths.benchmark)
-    corpus = tokenizer_corpus(benchmark.full + benchmark.celebrity + benchmark.test)
-    model, processor = build_tiny_model(corpus, TinyArchitecture(**params.model.tiny.model_dump()))
+    model, processor = untrained_tiny(params, benchmark)
     if stage == "base":
         return model, processor, base_examples(params, benchmark), params.base
     split = load_split(params.paths.splits)

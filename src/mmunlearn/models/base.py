@@ -40,6 +40,15 @@ def base_examples(params: Params, benchmark) -> list:
     return examples
 
 
+def untrained_tiny(params: Params, benchmark):
+    """(model, processor): the embedded default as ``model.tiny`` shapes it, its tokenizer trained on
+    every benchmark text (fictitious, public and test wordings), its weights not yet pretrained."""
+    from mmunlearn.models.tiny import TinyArchitecture, build_tiny_model, tokenizer_corpus
+
+    corpus = tokenizer_corpus(benchmark.full + benchmark.celebrity + benchmark.test)
+    return build_tiny_model(corpus, TinyArchitecture(**params.model.tiny.model_dump()))
+
+
 def build_base(params: Params) -> Path:
     target = base_dir(params)
     if params.model.name != TINY:
@@ -53,14 +62,13 @@ def build_base(params: Params) -> Path:
 
     from mmunlearn.data.schema import load_benchmark
     from mmunlearn.methods.common import answer_nll
-    from mmunlearn.models.tiny import TinyArchitecture, build_tiny_model, save_model, tokenizer_corpus
+    from mmunlearn.models.tiny import save_model
     from mmunlearn.training.stages import encode_all, seed_everything, train_on_examples
     from mmunlearn.training.trainer import EncodedDataset
 
     seed_everything(params.base.seed)
     benchmark = load_benchmark(params.paths.benchmark)
-    corpus = tokenizer_corpus(benchmark.full + benchmark.celebrity + benchmark.test)
-    model, processor = build_tiny_model(corpus, TinyArchitecture(**params.model.tiny.model_dump()))
+    model, processor = untrained_tiny(params, benchmark)
     dataset = EncodedDataset(encode_all(processor, base_examples(params, benchmark), "base: encoding"))
     train_on_examples(params, "base", TINY, model, dataset, params.base, answer_nll,
                       log_params={"model": params.model.model_dump(mode="json"),
