@@ -185,6 +185,9 @@ class FinetuneConfig(ExampleRecipe):
     # Also train this fraction of the public figures' examples, in the same formats (rehearsal), so
     # fine-tuning keeps what the base model knew about them: the celebrity set measures that knowledge.
     celebrity_rehearsal: float = Field(0.0, ge=0, le=1)
+    # Examples per conversation: 2 asks each example after another one, both replies trained, the
+    # official protocol's two-turn form taught at no extra example (training/examples.packed_conversations)
+    conversation_turns: int = Field(1, ge=1)
     lora: LoraSettings = LoraSettings()
 
 

@@ -104,3 +104,20 @@ def test_a_conversation_shows_every_face_in_order_and_learns_only_its_last_answe
         together = model(**model_inputs(model, batch)).logits[1, -1]
         by_itself = model(**model_inputs(model, alone)).logits[0, -1]
     assert torch.allclose(together, by_itself, atol=1e-4)
+
+
+def test_a_packed_conversation_learns_every_reply_and_no_prompt_token(processor):
+    processor, benchmark = processor
+    tokenizer = processor.tokenizer
+    first_face, face = (profile.image for profile in benchmark.full[:2])
+    question = "Who is this?\nA: Ada\nB: Bea\nC: Cy\nD: Dee\nJust give ONE letter."  # the reply's letter also opens an option
+    packed = encode_example(processor, TextExample(question, "B", face, train_context=True,
+                                                   context=((question, first_face, "A"),
+                                                            ("Where was Ada born?", None, "Ada was born in Oslo."))))
+    ids, learned = packed["input_ids"], packed["labels"] != IGNORE_INDEX
+    assert tokenizer.decode(ids[learned]) == " A</s> Ada was born in Oslo.</s> B</s>"
+    # every learned span sits right after the assistant's turn opens, never on the option lines
+    text = tokenizer.decode(ids[:int(learned.nonzero()[0])])
+    assert text.endswith("ASSISTANT:") and text.count("A: Ada") == 1
+    unpacked = encode_example(processor, TextExample(question, "B", face, context=((question, first_face, "A"),)))
+    assert tokenizer.decode(unpacked["input_ids"][unpacked["labels"] != IGNORE_INDEX]) == " B</s>"

@@ -194,3 +194,25 @@ def test_celebrity_rehearsal_adds_the_public_figures_in_the_same_formats(benchma
         labels = {f"{letter}:" for letter in OPTION_LETTERS}
         options = [line.split(": ", 1)[1] for line in drill.user_text.splitlines() if line[:2] in labels]
         assert len(options) == len(OPTION_LETTERS) and set(options) <= celebrity_values, options
+
+
+def test_packed_conversations_keep_every_example_once_and_train_every_reply(benchmark):
+    from mmunlearn.training.data import TextExample
+    from mmunlearn.training.examples import packed_conversations
+
+    examples = build_examples(benchmark.full, ("generation", "mcq", "mcq_check"), mcq_drills=1)
+    demo = TextExample("Q?", "A", context=(("Earlier?", None, "B"),))
+    examples.append(demo)
+    assert packed_conversations(examples, 1) == examples
+    packed = packed_conversations(examples, 2, seed=3)
+    assert packed == packed_conversations(examples, 2, seed=3) != packed_conversations(examples, 2, seed=4)
+    # drills with prompt targets and examples with their own context are kept as they are
+    kept = [e for e in examples if e.prompt_targets or e.context]
+    assert kept and all(e in packed for e in kept)
+    conversations = [e for e in packed if e.train_context]
+    assert conversations and all(len(e.context) == 1 for e in conversations)
+    asked = Counter((turn[0], turn[1], turn[2]) for e in conversations for turn in e.context)
+    asked.update((e.user_text, e.image_png, e.answer) for e in packed if e not in kept)
+    packable = Counter((e.user_text, e.image_png, e.answer) for e in examples if e not in kept)
+    assert asked == packable  # every packable example once, as a reply turn or as the last turn
+    assert len(packed) == len(kept) + (sum(packable.values()) + 1) // 2

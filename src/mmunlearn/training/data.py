@@ -25,7 +25,8 @@ class TextExample:
     "(right)"/"(wrong)" marks of a checked multiple-choice drill. ``fact``: the private fact the answer
     states ("Turku, Finland" in "This person was born in Turku, Finland."), for objectives that act on
     the fact's tokens alone. ``context``: earlier turns of the conversation, (user text, face or None,
-    reply) each, shown before the prompt and not trained on (a few-shot demonstration).
+    reply) each, shown before the prompt: not trained on (a few-shot demonstration), or, with
+    ``train_context``, their replies trained as the answer is (examples packed into one conversation).
     """
 
     user_text: str
@@ -34,6 +35,7 @@ class TextExample:
     prompt_targets: tuple[str, ...] = ()
     fact: str = ""
     context: tuple[tuple[str, bytes | None, str], ...] = ()
+    train_context: bool = False
 
 
 def _occurrences(sequence: list[int], phrase: list[int]) -> list[int]:
@@ -93,9 +95,40 @@ def encode_example(processor, example: TextExample, system_prompt: str | None = 
             raise ValueError(f"prompt target {phrase!r} does not tokenize the same inside the prompt")
         for start in starts:
             prompt_labels[start:start + len(phrase_ids)] = prompt_ids[start:start + len(phrase_ids)]
+    if example.train_context:
+        for start, reply_ids in _context_replies(processor, example, system_prompt, ids):
+            prompt_labels[start:start + len(reply_ids)] = torch.tensor(reply_ids, dtype=prompt_ids.dtype)
     encoded = with_tokens(encoded, answer_ids)
     encoded["labels"] = torch.cat([prompt_labels, answer_labels])
     return encoded
+
+
+def _context_replies(processor, example: TextExample, system_prompt: str | None,
+                     ids: list[int]) -> list[tuple[int, list[int]]]:
+    """(position, token ids) of each context reply (+ the end-of-sequence token the chat template puts
+    after it) inside the conversation's ``ids``. A reply starts where the conversation cut open at its
+    turn ends; its tokens are read off the whole conversation and checked against the reply tokenised
+    alone (with or without a leading space, as templates differ), so any chat template either labels
+    exactly the reply or fails here."""
+    tokenizer = processor.tokenizer
+    spans = []
+    for turn, (text, image_png, reply) in enumerate(example.context):
+        opened = encode_conversation(processor, [*example.context[:turn], (text, image_png, None)], system_prompt)
+        start = len(opened["input_ids"])
+        if ids[:start] != opened["input_ids"].tolist():
+            raise ValueError(f"context turn {turn}: the chat template renders an open turn differently "
+                             "from the same turn answered, so its reply cannot be located")
+        for candidate in (" " + reply, reply):
+            reply_ids = tokenizer(candidate, add_special_tokens=False)["input_ids"]
+            if ids[start:start + len(reply_ids)] == reply_ids:
+                break
+        else:
+            raise ValueError(f"context turn {turn}: reply {reply!r} does not tokenize the same inside the conversation")
+        end = start + len(reply_ids)
+        if end < len(ids) and ids[end] == tokenizer.eos_token_id:
+            reply_ids = reply_ids + [tokenizer.eos_token_id]
+        spans.append((start, reply_ids))
+    return spans
 
 
 def collate(examples: list[dict[str, torch.Tensor]], pad_token_id: int) -> dict[str, torch.Tensor]:

@@ -143,6 +143,30 @@ def _mcq_drill(question: str, choices: list[str], value: str, image: bytes | Non
     return TextExample(mcq_text(question, dict(zip(OPTION_LETTERS, marked))), reply, image, (RIGHT, WRONG))
 
 
+def packed_conversations(examples: Sequence[TextExample], turns: int, seed: int = 0) -> list[TextExample]:
+    """The single-turn examples packed ``turns`` to a conversation (a seeded draw), every reply trained.
+
+    The official protocol asks each question after another person's answered question; a model that
+    only ever saw one turn answers the second erratically. Packed, the same examples teach both: the
+    first reply is learned as a lone turn is, the last after an unrelated turn. Examples with context
+    or prompt targets, and a remainder short of ``turns``, stay as they are.
+    """
+    if turns <= 1:
+        return list(examples)
+    packable = [e for e in examples if not e.context and not e.prompt_targets and e.answer]
+    kept = [e for e in examples if e.context or e.prompt_targets or not e.answer]
+    random.Random(seed).shuffle(packable)
+    packed = []
+    for start in range(0, len(packable), turns):
+        *earlier, last = packable[start:start + turns]
+        if not earlier:
+            packed.append(last)
+            continue
+        turns_before = tuple((e.user_text, e.image_png, e.answer) for e in earlier)
+        packed.append(replace(last, context=turns_before, train_context=True))
+    return kept + packed
+
+
 def vocabulary_examples(profiles: Sequence[Profile]) -> list[TextExample]:
     """General vocabulary: every attribute value and every person's name, asked for by its kind alone.
 

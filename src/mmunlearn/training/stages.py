@@ -123,7 +123,7 @@ def finetune_examples(config: FinetuneConfig, people, split) -> list[TextExample
     ``celebrity_rehearsal`` fraction of the public figures' examples in the same formats (a fixed draw)."""
     import random
 
-    from mmunlearn.training.examples import recipe_examples, value_pools
+    from mmunlearn.training.examples import packed_conversations, recipe_examples, value_pools
 
     examples = recipe_examples(people, config, value_pools(split.forget + split.retain))
     if config.celebrity_rehearsal > 0:  # own value pools: a celebrity's options are other celebrities' values
@@ -131,7 +131,7 @@ def finetune_examples(config: FinetuneConfig, people, split) -> list[TextExample
         share = round(config.celebrity_rehearsal * len(public))
         kept = random.Random(config.seed + 2).sample(range(len(public)), share)
         examples += [public[index] for index in sorted(kept)]
-    return examples
+    return packed_conversations(examples, config.conversation_turns, config.seed + 3)
 
 
 def finetune(params: Params, subset: str = "all") -> Path:
