@@ -149,7 +149,8 @@ def packed_conversations(examples: Sequence[TextExample], turns: int, seed: int 
     The official protocol asks each question after another person's answered question; a model that
     only ever saw one turn answers the second erratically. Packed, the same examples teach both: the
     first reply is learned as a lone turn is, the last after an unrelated turn. Examples with context
-    or prompt targets, and a remainder short of ``turns``, stay as they are.
+    or prompt targets stay as they are; the draw's remainder is one shorter conversation (or, alone, a
+    single turn).
     """
     if turns <= 1:
         return list(examples)
