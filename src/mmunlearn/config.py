@@ -188,6 +188,8 @@ class FinetuneConfig(ExampleRecipe):
     # Examples per conversation: 2 asks each example after another one, both replies trained, the
     # official protocol's two-turn form taught at no extra example (training/examples.packed_conversations)
     conversation_turns: int = Field(1, ge=1)
+    # The share of single-turn examples so packed; the rest stay single (their lone-turn answers kept)
+    conversation_share: float = Field(1.0, ge=0, le=1)
     lora: LoraSettings = LoraSettings()
 
 

@@ -216,3 +216,20 @@ def test_packed_conversations_keep_every_example_once_and_train_every_reply(benc
     packable = Counter((e.user_text, e.image_png, e.answer) for e in examples if e not in kept)
     assert asked == packable  # every packable example once, as a reply turn or as the last turn
     assert len(packed) == len(kept) + (sum(packable.values()) + 1) // 2
+
+
+def test_packed_conversations_pack_only_their_share(benchmark):
+    from mmunlearn.training.examples import packed_conversations
+
+    examples = build_examples(benchmark.full, ("generation", "cloze"), mcq_drills=0)
+    assert packed_conversations(examples, 2, seed=3, share=1.0) == packed_conversations(examples, 2, seed=3)
+    half = packed_conversations(examples, 2, seed=3, share=0.5)
+    conversations = [e for e in half if e.train_context]
+    singles = [e for e in half if not e.context]
+    drawn = round(0.5 * len(examples))
+    assert len(conversations) == drawn // 2 and len(singles) == len(examples) - 2 * (drawn // 2)
+    replies = Counter(turn[2] for e in conversations for turn in e.context)
+    replies.update(e.answer for e in half)
+    assert replies == Counter(e.answer for e in examples)  # still every example once
+    none = packed_conversations(examples, 2, seed=3, share=0.0)
+    assert not any(e.context for e in none) and Counter(none) == Counter(examples)

@@ -143,8 +143,10 @@ def _mcq_drill(question: str, choices: list[str], value: str, image: bytes | Non
     return TextExample(mcq_text(question, dict(zip(OPTION_LETTERS, marked))), reply, image, (RIGHT, WRONG))
 
 
-def packed_conversations(examples: Sequence[TextExample], turns: int, seed: int = 0) -> list[TextExample]:
-    """The single-turn examples packed ``turns`` to a conversation (a seeded draw), every reply trained.
+def packed_conversations(examples: Sequence[TextExample], turns: int, seed: int = 0,
+                         share: float = 1.0) -> list[TextExample]:
+    """A ``share`` of the single-turn examples packed ``turns`` to a conversation (a seeded draw), every
+    reply trained; the rest stay single turns.
 
     The official protocol asks each question after another person's answered question; a model that
     only ever saw one turn answers the second erratically. Packed, the same examples teach both: the
@@ -157,9 +159,10 @@ def packed_conversations(examples: Sequence[TextExample], turns: int, seed: int 
     packable = [e for e in examples if not e.context and not e.prompt_targets and e.answer]
     kept = [e for e in examples if e.context or e.prompt_targets or not e.answer]
     random.Random(seed).shuffle(packable)
-    packed = []
-    for start in range(0, len(packable), turns):
-        *earlier, last = packable[start:start + turns]
+    drawn = round(share * len(packable))
+    packed = packable[drawn:]
+    for start in range(0, drawn, turns):
+        *earlier, last = packable[start:min(start + turns, drawn)]
         if not earlier:
             packed.append(last)
             continue

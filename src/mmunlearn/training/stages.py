@@ -131,7 +131,7 @@ def finetune_examples(config: FinetuneConfig, people, split) -> list[TextExample
         share = round(config.celebrity_rehearsal * len(public))
         kept = random.Random(config.seed + 2).sample(range(len(public)), share)
         examples += [public[index] for index in sorted(kept)]
-    return packed_conversations(examples, config.conversation_turns, config.seed + 3)
+    return packed_conversations(examples, config.conversation_turns, config.seed + 3, config.conversation_share)
 
 
 def finetune(params: Params, subset: str = "all") -> Path:
