@@ -3,6 +3,7 @@
     python benchmarks/eval_throughput.py [--model vanilla] [--sets forget,test] [--limit N] [--device cpu]
     python benchmarks/eval_throughput.py --shape llava-1.5-7b --device cuda --limit 64
     python benchmarks/eval_throughput.py --shape llava-1.5-geometry-small --sets forget
+    python benchmarks/eval_throughput.py --breakdown   # + the ratio fast's matrix multiplications alone allow
 
 `--shape llava-1.5-7b` times a model of LLaVA-1.5-7B's exact shape (CLIP ViT-L/14 at 336 px, 576 image
 tokens, a 32-layer 4096-wide Llama, 32k vocabulary) with random weights (bfloat16 on a GPU, float32 on
@@ -121,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=0, help="at most this many questions (0: all)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--shape", help="time a random-weight model of this shape instead")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also profile one more `fast` run: its matrix multiplications' share and the ratio they cap")
     args = parser.parse_args(argv)
 
     params = load_params(args.params)
@@ -161,7 +164,30 @@ def main(argv: list[str] | None = None) -> int:
     print("peak memory " + ", ".join(f"{name.removeprefix('host.peak_')} {mib:.0f} MiB"
                                      for name, mib in peaks.items()))
     print(f"multiple-choice predictions agree on {agree}/{len(mcq)}")
+    if args.breakdown:
+        matmul, total = matmul_seconds(lambda: fast_outputs(model, processor, questions, settings), device)
+        print(f"fast's matrix multiplications alone take {matmul:.2f} s of a profiled {total:.2f} s: even with "
+              f"everything else free, fast would run at most {len(questions) / matmul / official_rate:.0f}x official")
     return 0
+
+
+MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}
+
+
+def matmul_seconds(run, device: torch.device) -> tuple[float, float]:
+    """(seconds spent in matrix multiplications, wall seconds) of one profiled ``run()``: the part of the
+    work no scheduling can remove, short of doing fewer or cheaper multiplications."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as profiled:
+        start = time.perf_counter()
+        run()
+        if cuda:
+            torch.cuda.synchronize(device)
+        wall = time.perf_counter() - start
+    own_time = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
+    return sum(own_time(e) for e in profiled.key_averages() if e.key in MATMUL_OPS) / 1e6, wall
 
 
 if __name__ == "__main__":

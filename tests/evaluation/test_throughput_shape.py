@@ -51,3 +51,16 @@ def test_shaped_model_runs_the_fast_protocol(study, monkeypatch):
     requests = [Request("Who is this?", benchmark.full[0].image), Request("Name a city.", None)]
     scores = score_options(model.float(), shaped, requests, batch_size=2, desc="")
     assert len(scores) == 2 and all(len(s) == 4 and all(v <= 0 for v in s.values()) for s in scores)
+
+
+def test_the_breakdown_counts_matrix_multiplications_only():
+    left, right = torch.randn(256, 256), torch.randn(256, 256)
+
+    def multiply_and_add():
+        for _ in range(20):
+            (left @ right).add_(1.0).relu_()
+
+    matmul, wall = eval_throughput.matmul_seconds(multiply_and_add, torch.device("cpu"))
+    assert 0 < matmul <= wall
+    none, _ = eval_throughput.matmul_seconds(lambda: (left + right).relu_(), torch.device("cpu"))
+    assert none == 0

@@ -156,13 +156,16 @@ def packed_conversations(examples: Sequence[TextExample], turns: int, seed: int 
     """
     if turns <= 1:
         return list(examples)
-    packable = [e for e in examples if not e.context and not e.prompt_targets and e.answer]
-    kept = [e for e in examples if e.context or e.prompt_targets or not e.answer]
-    random.Random(seed).shuffle(packable)
-    drawn = round(share * len(packable))
-    packed = packable[drawn:]
+    def packable(example: TextExample) -> bool:
+        return not example.context and not example.prompt_targets and bool(example.answer)
+
+    kept = [e for e in examples if not packable(e)]
+    candidates = [e for e in examples if packable(e)]
+    random.Random(seed).shuffle(candidates)
+    drawn = round(share * len(candidates))
+    packed = candidates[drawn:]  # the undrawn stay single turns; conversations are appended after them
     for start in range(0, drawn, turns):
-        *earlier, last = packable[start:min(start + turns, drawn)]
+        *earlier, last = candidates[start:min(start + turns, drawn)]
         if not earlier:
             packed.append(last)
             continue
