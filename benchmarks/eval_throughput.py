@@ -142,16 +142,11 @@ def main(argv: list[str] | None = None) -> int:
                                   demo_seed=params.evaluation.demo_seed)
     fast_outputs(model, processor, questions[:8], settings)  # warm-up (allocator, kernels), not timed
 
+    runs = {"fast": lambda: fast_outputs(model, processor, questions, settings),
+            "official": lambda: official_outputs(model, processor, questions, split, settings)}
     timings, outputs = {}, {}
-    for name, run in (("fast", lambda: fast_outputs(model, processor, questions, settings)),
-                      ("official", lambda: official_outputs(model, processor, questions, split, settings))):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        outputs[name] = run()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        timings[name] = time.perf_counter() - start
+    for name, run in runs.items():
+        outputs[name], timings[name] = timed(run, device)
     mcq = [i for i, q in enumerate(questions) if q.item.task is Task.MCQ]
     agree = sum(predicted_letter(outputs["fast"][i]) == outputs["official"][i] for i in mcq)
     fast_rate, official_rate = len(questions) / timings["fast"], len(questions) / timings["official"]
@@ -165,10 +160,23 @@ def main(argv: list[str] | None = None) -> int:
                                      for name, mib in peaks.items()))
     print(f"multiple-choice predictions agree on {agree}/{len(mcq)}")
     if args.breakdown:
-        matmul, total = matmul_seconds(lambda: fast_outputs(model, processor, questions, settings), device)
+        matmul, total = matmul_seconds(runs["fast"], device)
         print(f"fast's matrix multiplications alone take {matmul:.2f} s of a profiled {total:.2f} s: even with "
               f"everything else free, fast would run at most {len(questions) / matmul / official_rate:.0f}x official")
     return 0
+
+
+def timed(run, device: torch.device):
+    """(``run()``'s result, its wall seconds), the device's queued work included."""
+    def drain():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    drain()
+    start = time.perf_counter()
+    result = run()
+    drain()
+    return result, time.perf_counter() - start
 
 
 MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}
@@ -181,11 +189,7 @@ def matmul_seconds(run, device: torch.device) -> tuple[float, float]:
 
     cuda = device.type == "cuda"
     with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as profiled:
-        start = time.perf_counter()
-        run()
-        if cuda:
-            torch.cuda.synchronize(device)
-        wall = time.perf_counter() - start
+        _, wall = timed(run, device)
     own_time = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
     return sum(own_time(e) for e in profiled.key_averages() if e.key in MATMUL_OPS) / 1e6, wall
 
