@@ -12,8 +12,9 @@ tokenizer. `llava-1.5-geometry-small` keeps LLaVA-1.5's 576 image tokens at smal
 Random weights rarely emit end-of-sequence, so both protocols then generate their full 50 tokens: the
 speed of the worst case.
 
-`official` runs as eval.py runs it: one question at a time, a few-shot demonstration (with its face
-for image questions) before multiple-choice and fill-in-the-blank questions, greedy decoding of up to
+`official` runs as eval.py runs it: one question at a time, the few-shot prompt (every question of the
+same task and modality about `evaluation.demo_people` people, each with its answer and, for image
+questions, its face) before multiple-choice and fill-in-the-blank questions, greedy decoding of up to
 50 new tokens, stopping at end-of-sequence. `fast` scores every multiple-choice question's option
 letters in batched forward passes and generates the other answers in length-bucketed batches (also
 up to 50 new tokens). Prints both rates (questions per second), their ratio, peak memory and how often
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         model, processor = merge_adapter(loaded.model).to(device), loaded.processor  # as the evaluate stage does
     settings = EvaluationSettings(params.evaluation.batch_size, OFFICIAL_MAX_NEW_TOKENS,
-                                  demo_seed=params.evaluation.demo_seed)
+                                  demo_seed=params.evaluation.demo_seed, demo_people=params.evaluation.demo_people)
     fast_outputs(model, processor, questions[:8], settings)  # warm-up (allocator, kernels), not timed
 
     runs = {"fast": lambda: fast_outputs(model, processor, questions, settings),

@@ -116,3 +116,12 @@ def test_a_missing_model_folder_is_named(project, capsys):
     (project / "params.yaml").write_text("model:\n  name: ./weights/llava\n")
     code, _, err = run_cli(["base"], capsys)
     _assert_one_clean_line(code, err, "model.name", "./weights/llava", "does not exist")
+
+
+def test_evaluating_a_model_not_built_yet_names_its_folder_at_once(project, capsys, monkeypatch):
+    """peft would look a missing adapter folder up on the hub, retrying for ~25 s, then raise a traceback."""
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # were anything to ask the hub, it would fail here
+    assert run_cli(["data", "synth"], capsys)[0] == 0 and run_cli(["split"], capsys)[0] == 0
+    code, _, err = run_cli(["evaluate", "--model", "vanilla"], capsys)
+    _assert_one_clean_line(code, err, "models/vanilla", "no trained model there", "adapter_config.json")
+    assert not (project / "metrics" / "vanilla.json").exists()

@@ -259,6 +259,8 @@ class EvaluationConfig(_Section):
     # one question at a time with few-shot demonstrations and 50 new tokens (slow; for comparison)
     protocol: Literal["fast", "official"] = "fast"
     demo_seed: int = 0
+    # official: whose questions demonstrate the format — eval.py shows 2 people's for LLaVA-1.5, 1 for Idefics2
+    demo_people: int = Field(2, ge=0)
     # an MMMU-style multiple-choice set (JSON lines, local files) to check general ability; None: off
     general_set: Path | None = None
     judge: JudgeConfig = JudgeConfig()

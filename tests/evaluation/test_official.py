@@ -1,4 +1,4 @@
-"""The official eval.py protocol: first-letter parsing, few-shot prompts from the retain set, one loop."""
+"""The official eval.py protocol: first-letter parsing, eval.py's few-shot prompts (retain-set people), one loop."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from mmunlearn.config import DataConfig, SplitConfig
 from mmunlearn.data.schema import Modality, Task
 from mmunlearn.data.splits import make_split
 from mmunlearn.data.synthetic import generate_benchmark
-from mmunlearn.evaluation.official import _turns, draw_demonstrations, first_letter
+from mmunlearn.evaluation.official import Demonstrators, first_letter, official_turns
 from mmunlearn.evaluation.run import EvaluationSettings, evaluate, questions_of
-from mmunlearn.models.prompts import IMAGE_INPUTS, encode_conversation, encode_prompt
+from mmunlearn.models.prompts import IMAGE_INPUTS, cloze_text, encode_conversation, encode_prompt
 from mmunlearn.models.tiny import build_tiny_model, tokenizer_corpus
 from tests.conftest import SMALL_DATA
 from tests.models.test_tiny import SMALL_ARCH
@@ -33,38 +33,61 @@ def tiny(split):
     return build_tiny_model(tokenizer_corpus(split.retain), SMALL_ARCH)
 
 
-def test_demonstrations_come_from_the_retain_set_in_a_seeded_order(split):
-    demos = draw_demonstrations(list(split.retain), seed=3)
-    retain_ids = {p.id for p in split.retain}
-    assert all(profile.id in retain_ids for pool in demos.values() for profile, _ in pool)
-    assert {key for key in demos} == {(t, m) for t in Task for m in Modality}
-    again = draw_demonstrations(list(split.retain), seed=3)
-    assert [i.question for _, i in again[(Task.MCQ, Modality.IMAGE)]] == \
-        [i.question for _, i in demos[(Task.MCQ, Modality.IMAGE)]]
+def test_demonstrators_are_retain_set_people_in_a_seeded_order(split):
+    drawn = Demonstrators.draw(list(split.retain), seed=3, shown=2)
+    assert sorted(p.id for p in drawn.order) == sorted(p.id for p in split.retain)
+    assert drawn == Demonstrators.draw(list(split.retain), seed=3, shown=2)
+    assert drawn.order != Demonstrators.draw(list(split.retain), seed=4, shown=2).order
 
 
-def test_multiple_choice_is_asked_after_a_demonstration_with_its_face(split, tiny):
+def _question(split, set_name, task, modality):
+    return next(q for q in questions_of(split) if q.set_name == set_name and q.item.task is task
+                and q.item.modality is modality)
+
+
+def test_multiple_choice_follows_every_question_of_two_people_each_stating_its_answer(split, tiny):
     _, processor = tiny
-    demos = draw_demonstrations(list(split.retain), seed=0)
-    question = next(q for q in questions_of(split) if q.set_name == "forget" and q.item.task is Task.MCQ
-                    and q.item.modality is Modality.IMAGE)
-    turns = _turns(question.request.user_text, question.request.image_png, question.item, demos, 0)
-    (demo_text, demo_image, demo_answer), last = turns
-    demo_profile, demo_item = demos[(Task.MCQ, Modality.IMAGE)][0]
-    assert demo_image == demo_profile.image and demo_answer == demo_item.correct and last[2] is None
+    drawn = Demonstrators.draw(list(split.retain), seed=0, shown=2)
+    question = _question(split, "forget", Task.MCQ, Modality.IMAGE)
+    turns = official_turns(question, drawn)
+    first, second = drawn.order[:2]
+    demos = [*first.items_of(Task.MCQ, Modality.IMAGE), *second.items_of(Task.MCQ, Modality.IMAGE)]
+    assert len(turns) == len(demos) + 1 and all(reply is None for _, _, reply in turns)  # no assistant turn
+    for (text, image, _), demo in zip(turns, demos):
+        assert text.startswith(f"Question: {demo.question}\n") and text.endswith(f"\nCorrect Answer: {demo.correct}")
+        assert all(f"{letter}: {option}" in text for letter, option in demo.options.items())
+    assert [image for _, image, _ in turns[:4]] == [first.image] * 4 and turns[4][1] == second.image
+    assert turns[-1] == (question.request.user_text, question.request.image_png, None)
     encoded = encode_conversation(processor, turns)
+    assert encoded[IMAGE_INPUTS]["pixel_values"].shape[0] == len(demos) + 1  # every face shown, then the question's
     single = encode_prompt(processor, question.request.user_text, question.request.image_png)
-    assert encoded[IMAGE_INPUTS]["pixel_values"].shape[0] == 2  # the demonstration's face and the question's
-    assert encoded["input_ids"][-len(single["input_ids"]) + 2:].tolist() == single["input_ids"][2:].tolist()
     text = processor.tokenizer.decode(encoded["input_ids"])
-    assert demo_item.question in text and text.index(demo_item.question) < text.index(question.item.question)
-    generation = next(q for q in questions_of(split) if q.item.task is Task.GENERATION)
-    assert len(_turns(generation.request.user_text, None, generation.item, demos, 0)) == 1  # zero-shot
+    assert text.count("ASSISTANT:") == 1 and text.rstrip().endswith("ASSISTANT:")  # one reply, after the question
+    assert text.index(demos[-1].question) < text.index(question.item.question)
+    assert encoded["input_ids"][-len(single["input_ids"]) + 2:].tolist() == single["input_ids"][2:].tolist()
+
+
+def test_which_questions_eval_py_asks_with_a_few_shot_prompt(split):
+    drawn = Demonstrators.draw(list(split.retain), seed=0, shown=1)
+    text_mcq = official_turns(_question(split, "test", Task.MCQ, Modality.TEXT), drawn)
+    assert [image for _, image, _ in text_mcq] == [None] * len(text_mcq)  # by name: no face anywhere
+    assert len(text_mcq) == len(drawn.order[0].items_of(Task.MCQ, Modality.TEXT)) + 1
+    cloze = official_turns(_question(split, "celebrity", Task.CLOZE, Modality.IMAGE), drawn)
+    demo = drawn.order[0].items_of(Task.CLOZE, Modality.IMAGE)[0]
+    assert cloze[0] == (f"{cloze_text(demo.question)}\nCorrect Answer: {demo.ground_truth}", drawn.order[0].image, None)
+    assert len(official_turns(_question(split, "celebrity", Task.MCQ, Modality.IMAGE), drawn)) == 1  # zero-shot
+    assert len(official_turns(_question(split, "retain", Task.GENERATION, Modality.TEXT), drawn)) == 1
+    shown = next(q for q in questions_of(split) if q.profile.id == drawn.order[0].id and q.item.task is Task.MCQ)
+    # never a person's own answers before their question: the next person drawn instead
+    assert drawn.for_question(shown.set_name, shown.profile.id, shown.item) == \
+        [(drawn.order[1], demo) for demo in drawn.order[1].items_of(shown.item.task, shown.item.modality)]
+    no_one = Demonstrators(drawn.order, shown=0)
+    assert official_turns(shown, no_one) == [(shown.request.user_text, shown.request.image_png, None)]
 
 
 def test_the_official_protocol_fills_every_cell_through_the_same_loop(split, tiny):
     model, processor = tiny
-    results, records = evaluate(model, processor, split, EvaluationSettings(protocol="official"))
+    results, records = evaluate(model, processor, split, EvaluationSettings(protocol="official", demo_people=1))
     fast, _ = evaluate(model, processor, split, EvaluationSettings(max_new_tokens=50))
     assert set(results) == set(fast)
     for set_name, cells in results.items():
@@ -79,7 +102,7 @@ def test_protocol_agreement_counts_every_question_and_lists_each_disagreement(sp
     from mmunlearn.evaluation.agreement import agreement_markdown, compare_protocols
 
     model, processor = tiny
-    summary, disagreements = compare_protocols(model, processor, split, EvaluationSettings())
+    summary, disagreements = compare_protocols(model, processor, split, EvaluationSettings(demo_people=1))
     mcq = [q for q in questions_of(split) if q.item.task is Task.MCQ]
     cells = [c for name, by_modality in summary.items() if name != "overall" for c in by_modality.values()]
     assert sum(c["n"] for c in cells) == summary["overall"]["n"] == len(mcq)

@@ -262,7 +262,7 @@ def test_the_logit_lens_at_the_last_layer_is_the_models_prediction_and_the_attac
 def test_the_official_protocol_replies_as_the_model_does_on_its_processors_conversation(family):
     from mmunlearn.config import SplitConfig
     from mmunlearn.data.splits import make_split
-    from mmunlearn.evaluation.official import _turns, draw_demonstrations, official_replies
+    from mmunlearn.evaluation.official import Demonstrators, official_replies, official_turns
     from mmunlearn.models.prompts import chat_messages
     from mmunlearn.evaluation.run import questions_of
 
@@ -270,17 +270,15 @@ def test_the_official_protocol_replies_as_the_model_does_on_its_processors_conve
     split = make_split(benchmark, SplitConfig(forget_percent=10))
     forget = [q for q in questions_of(split) if q.set_name == "forget"]
     questions = [q for q in forget if q.request.image_png][:2] + [q for q in forget if not q.request.image_png][:2]
-    demos = draw_demonstrations(list(split.retain), 0)
-    replies = official_replies(model, processor, questions, demos, max_new_tokens=4)
+    drawn = Demonstrators.draw(list(split.retain), 0, shown=2)
+    replies = official_replies(model, processor, questions, drawn, max_new_tokens=4)
     assert len(replies) == len(questions)
-    for index, (question, reply) in enumerate(zip(questions, replies)):  # the model on its processor's output
-        turns = _turns(question.request.user_text, question.request.image_png, question.item, demos, index)
+    assert any(len(official_turns(question, drawn)) > 1 for question in questions)  # a few-shot prompt among them
+    for question, reply in zip(questions, replies):  # the model on its processor's output
         messages, images = [], []
-        for text, png, answer in turns:
+        for text, png, _ in official_turns(question, drawn):  # user turns only: eval.py's demonstrations
             messages += chat_messages(text, png is not None)
             images += [decode_image(png)] if png is not None else []
-            if answer is not None:
-                messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
         inputs = processor(images=images or None, return_tensors="pt",
                            text=[processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)])
         output = model.generate(**inputs, max_new_tokens=4, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id,

@@ -19,7 +19,7 @@ from mmunlearn.data.splits import Split
 from mmunlearn.evaluation.engine import Request, generate_replies, score_options
 from mmunlearn.evaluation.judge import JudgeCase
 from mmunlearn.evaluation.metrics import METRICS, predicted_letter
-from mmunlearn.evaluation.official import draw_demonstrations, first_letter, official_replies
+from mmunlearn.evaluation.official import Demonstrators, first_letter, official_replies
 from mmunlearn.journal import Journal, scoped
 from mmunlearn.models.prompts import task_text
 
@@ -34,11 +34,13 @@ class EvaluationSettings:
     judge: Any = None  # a FactualityJudge, or None: no factuality (the report says "n/a")
     protocol: str = "fast"  # or "official": the official eval.py protocol (evaluation/official.py)
     demo_seed: int = 0  # the official protocol's few-shot draw
+    demo_people: int = 2  # the official protocol: whose questions are shown first
 
     @classmethod
     def of(cls, config: EvaluationConfig, system_prompt: str | None = None, judge: Any = None) -> EvaluationSettings:
         """Settings from params.yaml ``evaluation:``, for a model asked under ``system_prompt``."""
-        return cls(config.batch_size, config.max_new_tokens, system_prompt, judge, config.protocol, config.demo_seed)
+        return cls(config.batch_size, config.max_new_tokens, system_prompt, judge, config.protocol, config.demo_seed,
+                   config.demo_people)
 
 
 @dataclass(frozen=True)
@@ -131,8 +133,8 @@ def fast_outputs(model, processor, questions: list[Question], settings: Evaluati
 def official_raw_replies(model, processor, questions: list[Question], split: Split,
                          settings: EvaluationSettings, journal: Journal | None = None) -> list[str]:
     """The official protocol's replies: one question at a time, few-shot demonstrations from the retain set."""
-    demos = draw_demonstrations(list(split.retain), settings.demo_seed)
-    return official_replies(model, processor, questions, demos, settings.system_prompt,
+    demonstrators = Demonstrators.draw(list(split.retain), settings.demo_seed, settings.demo_people)
+    return official_replies(model, processor, questions, demonstrators, settings.system_prompt,
                             journal=scoped(journal, "official"))
 
 

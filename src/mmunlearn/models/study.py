@@ -12,9 +12,11 @@ import json
 from pathlib import Path
 
 from mmunlearn.config import Params
+from mmunlearn.errors import MmunlearnError
 from mmunlearn.models.base import base_source
 
 STACK_FILE = "stack.json"
+ADAPTER_CONFIG = "adapter_config.json"  # what peft's save_pretrained writes into an adapter folder
 
 
 def load_study_model(params: Params, name: str | None = None):
@@ -32,6 +34,9 @@ def load_study_model(params: Params, name: str | None = None):
     folder = params.paths.models / name
     stack = read_stack(folder)
     if stack is None:
+        if not (folder / ADAPTER_CONFIG).is_file():  # else peft would look it up on the Hugging Face hub
+            raise MmunlearnError(f"{folder}: no trained model there (neither {ADAPTER_CONFIG} nor {STACK_FILE}); "
+                                 f"build it first (dvc repro)")
         return load_model(base_source(params), folder, **common)
     under = load_study_model(params, stack["on_top_of"])
     model = merge_adapter(under.model)
