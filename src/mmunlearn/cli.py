@@ -162,7 +162,8 @@ def protocols(ctx: typer.Context,
 
     summary = protocols_stage(_params(ctx), model)
     typer.echo(f"protocols: {summary['overall']['agreement']:.1%} agreement on {summary['overall']['n']} "
-               "multiple-choice questions (reports/protocol_agreement.md)")
+               f"multiple-choice questions, {summary['overall']['zero_shot_agreement']:.1%} without the official "
+               "few-shot prompt (reports/protocol_agreement.md)")
 
 
 @app.command("tune")

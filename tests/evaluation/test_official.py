@@ -108,6 +108,11 @@ def test_protocol_agreement_counts_every_question_and_lists_each_disagreement(sp
     assert sum(c["n"] for c in cells) == summary["overall"]["n"] == len(mcq)
     disagreeing = sum(round(c["n"] * (1 - c["agreement"])) for c in cells)
     assert disagreeing == len(disagreements)
+    bare = sum(c["n"] * c["zero_shot_agreement"] for c in cells) / summary["overall"]["n"]
+    assert summary["overall"]["zero_shot_agreement"] == pytest.approx(bare)
+    for modality, cell in summary["celebrity"].items():  # asked zero-shot either way, as eval.py asks them
+        assert cell["official_zero_shot_acc"] == cell["official_acc"], modality
+        assert cell["zero_shot_agreement"] == cell["agreement"], modality
     for d in disagreements:  # exactly one of the two protocols is right
         assert (d["fast"] == d["truth"]) != (d["official"] == d["truth"])
     report = agreement_markdown("tiny", summary, disagreements)

@@ -131,11 +131,13 @@ def fast_outputs(model, processor, questions: list[Question], settings: Evaluati
 
 
 def official_raw_replies(model, processor, questions: list[Question], split: Split,
-                         settings: EvaluationSettings, journal: Journal | None = None) -> list[str]:
-    """The official protocol's replies: one question at a time, few-shot demonstrations from the retain set."""
+                         settings: EvaluationSettings, journal: Journal | None = None,
+                         scope: str = "official") -> list[str]:
+    """The official protocol's replies: one question at a time, few-shot demonstrations from the retain set.
+    ``scope``: the journal's name for this pass."""
     demonstrators = Demonstrators.draw(list(split.retain), settings.demo_seed, settings.demo_people)
     return official_replies(model, processor, questions, demonstrators, settings.system_prompt,
-                            journal=scoped(journal, "official"))
+                            journal=scoped(journal, scope))
 
 
 def official_outputs(model, processor, questions: list[Question], split: Split,
