@@ -16,7 +16,7 @@ from dataclasses import replace
 from mmunlearn.data.schema import Task
 from mmunlearn.data.splits import Split
 from mmunlearn.evaluation.metrics import predicted_letter
-from mmunlearn.evaluation.official import first_letter
+from mmunlearn.evaluation.official import Demonstrators, first_letter
 from mmunlearn.evaluation.run import EvaluationSettings, fast_outputs, official_raw_replies, questions_of
 from mmunlearn.journal import Journal
 
@@ -28,8 +28,14 @@ def compare_protocols(model, processor, split: Split, settings: EvaluationSettin
     questions = [q for q in questions_of(split) if q.item.task is Task.MCQ]
     fast = [predicted_letter(o) for o in fast_outputs(model, processor, questions, settings, journal)]
     replies = official_raw_replies(model, processor, questions, split, settings, journal)
-    bare = official_raw_replies(model, processor, questions, split, replace(settings, demo_people=0), journal,
-                                scope="official without few-shot prompt")
+    demonstrators = Demonstrators.draw(list(split.retain), settings.demo_seed, settings.demo_people)
+    prompted = [i for i, q in enumerate(questions) if demonstrators.for_question(q.set_name, q.profile.id, q.item)]
+    bare = list(replies)  # a question asked zero-shot already has its reply without a few-shot prompt
+    unprompted = official_raw_replies(model, processor, [questions[i] for i in prompted], split,
+                                      replace(settings, demo_people=0), journal,
+                                      scope="official without few-shot prompt")
+    for index, reply in zip(prompted, unprompted):
+        bare[index] = reply
     cells: dict[tuple[str, str], list[dict[str, bool]]] = defaultdict(list)
     disagreements = []
     for question, fast_letter, reply, bare_reply in zip(questions, fast, replies, bare):
@@ -73,7 +79,8 @@ def agreement_markdown(model_name: str, summary: dict, disagreements: list[dict]
                          f"{c['official_acc']:.3f} | {c['official_unparsed']} | {c['official_zero_shot_acc']:.3f} | "
                          f"{c['zero_shot_agreement']:.3f} |")
     lines += ["", f"## Disagreements ({len(disagreements)})", "",
-              "| set | modality | profile | question | right | fast | official | official, no few-shot | official reply |",
+              "| set | modality | profile | question | right | fast | official | official, no few-shot "
+              "| official reply |",
               "|---|---|---|---|---|---|---|---|---|"]
     for d in disagreements:
         reply = d["official_reply"].replace("|", "/").replace("\n", " ")

@@ -28,8 +28,9 @@ from mmunlearn.models.prompts import cloze_text, encode_conversation
 from mmunlearn.training.data import collate, model_inputs, on_device
 
 OFFICIAL_MAX_NEW_TOKENS = 50
-ZERO_SHOT = {Task.GENERATION: ("forget", "test", "retain", "celebrity"), Task.MCQ: ("celebrity",),
-             Task.CLOZE: ()}  # the sets whose questions of that task eval.py asks with no demonstration
+# The tasks eval.py asks after a few-shot prompt, and the sets where it asks them zero-shot all the same
+# (free generation is zero-shot everywhere)
+FEW_SHOT_TASKS = {Task.MCQ: ("celebrity",), Task.CLOZE: ()}
 
 
 def first_letter(reply: str) -> str | None:
@@ -55,7 +56,7 @@ class Demonstrators:
 
     def for_question(self, set_name: str, profile_id: str, item: QAItem) -> list[tuple[Profile, QAItem]]:
         """Every (person, question) shown before ``item``, asked about ``profile_id`` in ``set_name``."""
-        if set_name in ZERO_SHOT[item.task]:
+        if item.task not in FEW_SHOT_TASKS or set_name in FEW_SHOT_TASKS[item.task]:
             return []
         people = [person for person in self.order if person.id != profile_id][:self.shown]
         return [(person, demo) for person in people for demo in person.items_of(item.task, item.modality)]
