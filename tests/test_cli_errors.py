@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mmunlearn.data import fetch
+from mmunlearn.models.study import write_stack
 from tests.conftest import run_cli
 
 
@@ -125,3 +126,16 @@ def test_evaluating_a_model_not_built_yet_names_its_folder_at_once(project, caps
     code, _, err = run_cli(["evaluate", "--model", "vanilla"], capsys)
     _assert_one_clean_line(code, err, "models/vanilla", "no trained model there", "adapter_config.json")
     assert not (project / "metrics" / "vanilla.json").exists()
+
+
+def test_an_unlearned_model_without_its_adapter_names_its_folder_at_once(project, capsys, monkeypatch):
+    """Its stack.json promises an adapter that is not there (an interrupted copy): one line, before the
+    models under it load and before peft asks the hub for the folder."""
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    assert run_cli(["data", "synth"], capsys)[0] == 0 and run_cli(["split"], capsys)[0] == 0
+    folder = project / "models" / "ga-text"
+    folder.mkdir(parents=True)
+    write_stack(folder, on_top_of="vanilla", adapter=True, system_prompt=None)
+    code, _, err = run_cli(["evaluate", "--model", "ga-text"], capsys)
+    _assert_one_clean_line(code, err, "models/ga-text", "stack.json", "adapter_config.json is missing")
+    assert not (project / "metrics" / "ga-text.json").exists()

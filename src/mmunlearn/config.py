@@ -151,9 +151,12 @@ class ExampleRecipe(TrainConfig):
     # Drills per face-shown (image) pair instead of mcq_drills (null: the same): face letters come slower
     # than name letters, so the tiny default spends more of the same drill budget on faces (README).
     image_mcq_drills: int | None = Field(None, ge=0)
-    # Of each pair's mcq drills, how many follow another person's drill and its letter: the official
-    # protocol's few-shot form, which a tiny model that never saw two turns answers erratically (README).
+    # Of each pair's mcq drills, how many follow a few-shot prompt written as the official eval.py writes
+    # one (mcq_demo_questions drills about each of mcq_demo_people others, each stating its letter), which
+    # a tiny model that never saw one answers erratically (README)
     mcq_demo_drills: int = Field(0, ge=0)
+    mcq_demo_people: int = Field(2, ge=1)  # eval.py: 2 for LLaVA-1.5, 1 for Idefics2 (evaluation.demo_people)
+    mcq_demo_questions: int = Field(4, ge=1)  # eval.py shows every question of the modality: data.questions.mcq
     # Only questions of this modality get multiple-choice drills (null: both). A tiny model learns to
     # answer by letter from name-based drills; face-based ones kept it at chance for 4,500 steps.
     drill_modality: Literal["image", "text"] | None = None
@@ -185,8 +188,8 @@ class FinetuneConfig(ExampleRecipe):
     # Also train this fraction of the public figures' examples, in the same formats (rehearsal), so
     # fine-tuning keeps what the base model knew about them: the celebrity set measures that knowledge.
     celebrity_rehearsal: float = Field(0.0, ge=0, le=1)
-    # Examples per conversation: 2 asks each example after another one, both replies trained, the
-    # official protocol's two-turn form taught at no extra example (training/examples.packed_conversations)
+    # Examples per conversation: 2 asks each example after another one, both replies trained: answering
+    # after earlier turns taught at no extra example (training/examples.packed_conversations)
     conversation_turns: int = Field(1, ge=1)
     # The share of single-turn examples so packed; the rest stay single (their lone-turn answers kept)
     conversation_share: float = Field(1.0, ge=0, le=1)

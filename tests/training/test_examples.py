@@ -118,11 +118,12 @@ def test_image_mcq_drills_sets_the_face_pairs_drill_count(benchmark):
     assert any(e.image_png is not None for e in no_faces)  # the face facts themselves are still taught
 
 
-def test_demo_drills_follow_another_persons_drill_of_the_same_modality(benchmark):
+def test_demo_drills_follow_a_few_shot_prompt_written_as_eval_py_writes_it(benchmark):
     profiles = benchmark.full
     pools = value_pools(profiles)
     plain = build_examples(profiles, ("mcq",), mcq_drills=3, seed=6, pools=pools)
-    demoed = build_examples(profiles, ("mcq",), mcq_drills=3, seed=6, pools=pools, mcq_demo_drills=1)
+    demoed = build_examples(profiles, ("mcq",), mcq_drills=3, seed=6, pools=pools, mcq_demo_drills=1,
+                            demo_people=2, demo_questions=3)
     assert len(demoed) == len(plain) and not any(e.context for e in plain)
     with_demo = [e for e in demoed if e.context]
     assert len(with_demo) == len(demoed) // 3  # one of each pair's three drills
@@ -132,18 +133,26 @@ def test_demo_drills_follow_another_persons_drill_of_the_same_modality(benchmark
             owners[(pair.question, pair.value)].add(profile.name)
     images = {profile.name: profile.image for profile in profiles}
 
-    def answered_by(text, letter):  # the people whose own value sits behind ``letter``
-        question, *option_lines, _ = text.split("\n")
+    def answered_by(question, option_lines, letter):  # the people whose own value sits behind ``letter``
         return owners[(question, dict(line.split(": ", 1) for line in option_lines)[letter])]
 
     for drill in with_demo:
-        (text, image, letter), = drill.context
-        demo_people = answered_by(text, letter)  # the demonstration's letter is right
-        assert demo_people
-        if image is None:  # a name-based question names its person: the demonstration is someone else's
-            assert not demo_people & answered_by(drill.user_text, drill.answer)
-        assert (image is None) == (drill.image_png is None)
-        assert image is None or any(images[name] == image for name in demo_people)
+        question, *options, _ = drill.user_text.split("\n")
+        asked_about = answered_by(question, options, drill.answer)
+        shown_people = []
+        for text, image, reply in drill.context:
+            assert reply is None  # a user turn stating its answer, never an assistant turn
+            head, *options, answer_line = text.split("\n")
+            assert head.startswith("Question: ") and answer_line.startswith("Correct Answer: ")
+            people = answered_by(head.removeprefix("Question: "), options, answer_line.removeprefix("Correct Answer: "))
+            assert people  # the stated letter is right
+            if image is None:  # a name-based question names its person: the demonstration is someone else's
+                assert not people & asked_about
+            assert (image is None) == (drill.image_png is None)
+            assert image is None or any(images[name] == image for name in people)
+            shown_people.append(frozenset(people) if image is None else image)
+        runs = [key for i, key in enumerate(shown_people) if i == 0 or key != shown_people[i - 1]]
+        assert len(runs) == 2 and all(shown_people.count(key) <= 3 for key in runs)  # 2 people, ≤ 3 questions each
     assert all(d.user_text.endswith(MCQ_INSTRUCTION) for d in with_demo)
 
 

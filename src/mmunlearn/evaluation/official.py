@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from mmunlearn.data.schema import OPTION_LETTERS, Modality, Profile, QAItem, Task
 from mmunlearn.journal import JournalScope, resumed
-from mmunlearn.models.prompts import cloze_text, encode_conversation
+from mmunlearn.models.prompts import cloze_demonstration_text, encode_conversation, mcq_demonstration_text
 from mmunlearn.training.data import collate, model_inputs, on_device
 
 OFFICIAL_MAX_NEW_TOKENS = 50
@@ -65,9 +65,8 @@ class Demonstrators:
 def demonstration_text(item: QAItem) -> str:
     """A demonstration as eval.py writes it: the question, then its answer, in one user turn."""
     if item.task is Task.MCQ:
-        options = [f"{letter}: {item.options[letter]}" for letter in OPTION_LETTERS if letter in (item.options or {})]
-        return "\n".join([f"Question: {item.question}", *options, f"Correct Answer: {item.correct}"])
-    return f"{cloze_text(item.question)}\nCorrect Answer: {item.ground_truth}"
+        return mcq_demonstration_text(item.question, item.options or {}, item.correct or "")
+    return cloze_demonstration_text(item.question, item.ground_truth)
 
 
 def official_turns(question, demonstrators: Demonstrators) -> list[tuple[str, bytes | None, None]]:

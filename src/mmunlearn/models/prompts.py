@@ -31,6 +31,21 @@ def cloze_text(question: str) -> str:
     return f"{question.replace(BLANK, CLOZE_BLANK)}\n{CLOZE_INSTRUCTION}"
 
 
+# The official eval.py's few-shot prompt states each shown question's answer inside the user turn
+DEMONSTRATION_ANSWER = "Correct Answer:"
+
+
+def mcq_demonstration_text(question: str, options: dict[str, str], correct: str) -> str:
+    """A multiple-choice question shown with its answer, as eval.py's few-shot prompt writes it."""
+    lines = [f"Question: {question}"] + [f"{letter}: {options[letter]}" for letter in OPTION_LETTERS if letter in options]
+    return "\n".join(lines + [f"{DEMONSTRATION_ANSWER} {correct}"])
+
+
+def cloze_demonstration_text(question: str, answer: str) -> str:
+    """A fill-in-the-blank question shown with its answer, as eval.py's few-shot prompt writes it."""
+    return f"{cloze_text(question)}\n{DEMONSTRATION_ANSWER} {answer}"
+
+
 def task_text(item: QAItem) -> str:
     """The user turn that asks ``item`` in its task's format."""
     if item.task is Task.MCQ:

@@ -34,10 +34,10 @@ def load_study_model(params: Params, name: str | None = None):
     folder = params.paths.models / name
     stack = read_stack(folder)
     if stack is None:
-        if not (folder / ADAPTER_CONFIG).is_file():  # else peft would look it up on the Hugging Face hub
-            raise MmunlearnError(f"{folder}: no trained model there (neither {ADAPTER_CONFIG} nor {STACK_FILE}); "
-                                 f"build it first (dvc repro)")
+        _require_adapter(folder, f"no trained model there (neither {ADAPTER_CONFIG} nor {STACK_FILE})")
         return load_model(base_source(params), folder, **common)
+    if stack["adapter"]:  # checked before the models under it load
+        _require_adapter(folder, f"{STACK_FILE} names an adapter of its own but {ADAPTER_CONFIG} is missing")
     under = load_study_model(params, stack["on_top_of"])
     model = merge_adapter(under.model)
     if stack["adapter"]:
@@ -45,6 +45,13 @@ def load_study_model(params: Params, name: str | None = None):
 
         model = PeftModel.from_pretrained(model, str(folder))
     return LoadedModel(model=model, processor=under.processor)
+
+
+def _require_adapter(folder: Path, problem: str) -> None:
+    """Fail with one line unless ``folder`` holds an adapter: peft would look the folder up on the
+    Hugging Face hub, retrying for ~25 s before a traceback."""
+    if not (folder / ADAPTER_CONFIG).is_file():
+        raise MmunlearnError(f"{folder}: {problem}; build it first (dvc repro)")
 
 
 def model_fingerprint(params: Params, name: str | None) -> dict:

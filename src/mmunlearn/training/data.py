@@ -25,7 +25,7 @@ class TextExample:
     "(right)"/"(wrong)" marks of a checked multiple-choice drill. ``fact``: the private fact the answer
     states ("Turku, Finland" in "This person was born in Turku, Finland."), for objectives that act on
     the fact's tokens alone. ``context``: earlier turns of the conversation, (user text, face or None,
-    reply) each, shown before the prompt: not trained on (a few-shot demonstration), or, with
+    reply or None) each, shown before the prompt: not trained on (a few-shot prompt), or, with
     ``train_context``, their replies trained as the answer is (examples packed into one conversation).
     """
 
@@ -34,7 +34,7 @@ class TextExample:
     image_png: bytes | None = None
     prompt_targets: tuple[str, ...] = ()
     fact: str = ""
-    context: tuple[tuple[str, bytes | None, str], ...] = ()
+    context: tuple[tuple[str, bytes | None, str | None], ...] = ()
     train_context: bool = False
 
 

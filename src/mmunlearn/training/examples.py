@@ -28,7 +28,7 @@ from typing import get_args
 
 from mmunlearn.config import ExampleFormat
 from mmunlearn.data.schema import BLANK, OPTION_LETTERS, Modality, Profile
-from mmunlearn.models.prompts import cloze_text, generation_text, mcq_text, task_text
+from mmunlearn.models.prompts import cloze_text, generation_text, mcq_demonstration_text, mcq_text, task_text
 from mmunlearn.training.data import TextExample
 
 FORMATS = get_args(ExampleFormat)
@@ -46,25 +46,27 @@ def value_pools(profiles: Sequence[Profile]) -> dict[str, list[str]]:
 def build_examples(profiles: Sequence[Profile], formats: Sequence[str] = ("qa",), mcq_drills: int = 1,
                    seed: int = 0, pools: dict[str, list[str]] | None = None,
                    modality: Modality | None = None, drill_modality: Modality | str | None = None,
-                   image_mcq_drills: int | None = None, mcq_demo_drills: int = 0) -> list[TextExample]:
+                   image_mcq_drills: int | None = None, mcq_demo_drills: int = 0,
+                   demo_people: int = 2, demo_questions: int = 4) -> list[TextExample]:
     """Examples for every fine-tuning pair of ``profiles`` in each requested format (of one modality, if given).
 
     ``drill_modality``: only pairs of that modality get multiple-choice drills (default: all).
     ``image_mcq_drills``: drills per face-shown pair (default: ``mcq_drills``).
-    ``mcq_demo_drills``: of each pair's ``mcq`` drills, how many are asked after a demonstration: another
-    person's drill of the same modality with its letter, as the official protocol's few-shot prompt asks.
+    ``mcq_demo_drills``: of each pair's ``mcq`` drills, how many are asked after a few-shot prompt as the
+    official eval.py writes one: ``demo_questions`` drills of the same modality about each of
+    ``demo_people`` other people, each a user turn that states its letter (no assistant turn).
     """
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ValueError(f"unknown example formats {sorted(unknown)} (known: {FORMATS})")
     rng = random.Random(seed)
     pools = pools if pools is not None else value_pools(profiles)
-    demonstrable = _drillable_pairs(profiles, pools) if mcq_demo_drills else {}
+    demonstrable = _drillable_pairs(profiles, pools, demo_questions) if mcq_demo_drills else {}
     examples: list[TextExample] = []
     for profile in profiles:
         evaluation_prompts = {task_text(item) for item in profile.items}
         # whose drills may demonstrate before this person's: anyone else's, of the same modality
-        others = {kind: [(p, q) for p, q in pairs if p is not profile] for kind, pairs in demonstrable.items()}
+        others = {kind: [(p, pairs) for p, pairs in people if p is not profile] for kind, people in demonstrable.items()}
         for pair in profile.finetune_pairs:
             if modality is not None and pair.modality is not modality:
                 continue
@@ -86,8 +88,8 @@ def build_examples(profiles: Sequence[Profile], formats: Sequence[str] = ("qa",)
                 for number in range(drills if kind in formats else 0):
                     drill = _mcq_drill(pair.question, _options(rng, distractors, pair.value), pair.value, image, kind)
                     if kind == "mcq" and number < mcq_demo_drills and others.get(pair.modality):
-                        demonstration = _demonstration(rng, *rng.choice(others[pair.modality]), pools)
-                        drill = replace(drill, context=(demonstration,))
+                        shown = rng.sample(others[pair.modality], min(demo_people, len(others[pair.modality])))
+                        drill = replace(drill, context=_demonstrations(rng, shown, pools))
                     examples.append(drill)
     return examples
 
@@ -96,7 +98,8 @@ def recipe_examples(profiles: Sequence[Profile], recipe, pools: dict[str, list[s
                     modality: Modality | None = None, seed: int | None = None) -> list[TextExample]:
     """``build_examples`` as a stage's recipe (config.ExampleRecipe) asks for them."""
     return build_examples(profiles, recipe.formats, recipe.mcq_drills, recipe.seed if seed is None else seed,
-                          pools, modality, recipe.drill_modality, recipe.image_mcq_drills, recipe.mcq_demo_drills)
+                          pools, modality, recipe.drill_modality, recipe.image_mcq_drills, recipe.mcq_demo_drills,
+                          recipe.mcq_demo_people, recipe.mcq_demo_questions)
 
 
 def _options(rng: random.Random, distractors: list[str], value: str) -> list[str]:
@@ -114,21 +117,34 @@ def _drillable(pair, pools: dict[str, list[str]]) -> bool:
     return bool(pair.value) and len(_distractors(pair, pools)) >= len(OPTION_LETTERS) - 1
 
 
-def _drillable_pairs(profiles: Sequence[Profile], pools: dict[str, list[str]]) -> dict[Modality, list]:
-    """Every (profile, pair) that can be drilled, by modality."""
+def _drillable_pairs(profiles: Sequence[Profile], pools: dict[str, list[str]],
+                    per_person: int) -> dict[Modality, list]:
+    """(profile, up to ``per_person`` of its drillable pairs, one per attribute) for every profile that
+    has any, by modality."""
     drillable: dict[Modality, list] = defaultdict(list)
     for profile in profiles:
-        for pair in profile.finetune_pairs:
-            if _drillable(pair, pools):
-                drillable[pair.modality].append((profile, pair))
+        for modality in Modality:
+            by_attribute = {}
+            for pair in profile.finetune_pairs:
+                if pair.modality is modality and _drillable(pair, pools):
+                    by_attribute.setdefault(pair.attribute, pair)
+            if by_attribute:
+                drillable[modality].append((profile, list(by_attribute.values())[:per_person]))
     return drillable
 
 
-def _demonstration(rng: random.Random, profile: Profile, pair, pools: dict[str, list[str]]) -> tuple:
-    """A conversation turn (user text, face or None, reply): ``pair`` drilled and answered by its letter."""
-    image = profile.image if pair.modality is Modality.IMAGE else None
-    drill = _mcq_drill(pair.question, _options(rng, _distractors(pair, pools), pair.value), pair.value, image, "mcq")
-    return drill.user_text, image, drill.answer
+def _demonstrations(rng: random.Random, shown: list, pools: dict[str, list[str]]) -> tuple:
+    """The few-shot turns (user text, face or None, None): each shown person's pairs drilled with fresh
+    distractors and their letter stated in the turn, as eval.py's few-shot prompt shows them."""
+    turns = []
+    for profile, pairs in shown:
+        for pair in pairs:
+            image = profile.image if pair.modality is Modality.IMAGE else None
+            choices = _options(rng, _distractors(pair, pools), pair.value)
+            options = dict(zip(OPTION_LETTERS, choices))
+            text = mcq_demonstration_text(pair.question, options, OPTION_LETTERS[choices.index(pair.value)])
+            turns.append((text, image, None))
+    return tuple(turns)
 
 
 RIGHT, WRONG = " (right)", " (wrong)"
@@ -148,9 +164,10 @@ def packed_conversations(examples: Sequence[TextExample], turns: int, seed: int 
     """A ``share`` of the single-turn examples packed ``turns`` to a conversation (a seeded draw), every
     reply trained; the rest stay single turns.
 
-    The official protocol asks each question after another person's answered question; a model that
-    only ever saw one turn answers the second erratically. Packed, the same examples teach both: the
-    first reply is learned as a lone turn is, the last after an unrelated turn. Examples with context
+    A model that only ever saw one turn answers a question asked after other turns erratically (an
+    earlier reproduction of the official protocol asked each question after another person's answered
+    one). Packed, the same examples teach both: the first reply is learned as a lone turn is, the last
+    after an unrelated turn. Examples with context
     or prompt targets stay as they are; the draw's remainder is one shorter conversation (or, alone, a
     single turn).
     """
