@@ -24,7 +24,7 @@ from mmunlearn.data.schema import Task
 from mmunlearn.data.splits import load_split
 from mmunlearn.evaluation.metrics import predicted_letter
 from mmunlearn.evaluation.official import Demonstrators, first_letter, official_replies
-from mmunlearn.evaluation.run import fast_outputs, questions_of
+from mmunlearn.evaluation.run import demonstrators_of, fast_outputs, questions_of
 from mmunlearn.evaluation.stage import load_for_evaluation
 
 
@@ -37,7 +37,7 @@ def main() -> None:
     model, processor, settings = load_for_evaluation(params, args.model)
     split = load_split(params.paths.splits)
     questions = [q for q in questions_of(split) if q.item.task is Task.MCQ]
-    demonstrators = Demonstrators.draw(list(split.retain), settings.demo_seed, settings.demo_people)
+    demonstrators = demonstrators_of(split, settings)
     fast = [predicted_letter(o) for o in fast_outputs(model, processor, questions, settings)]
     replies = official_replies(model, processor, questions, demonstrators, settings.system_prompt)
     with_demo = [first_letter(r) for r in replies]

@@ -16,8 +16,14 @@ from dataclasses import replace
 from mmunlearn.data.schema import Task
 from mmunlearn.data.splits import Split
 from mmunlearn.evaluation.metrics import predicted_letter
-from mmunlearn.evaluation.official import Demonstrators, first_letter
-from mmunlearn.evaluation.run import EvaluationSettings, fast_outputs, official_raw_replies, questions_of
+from mmunlearn.evaluation.official import first_letter
+from mmunlearn.evaluation.run import (
+    EvaluationSettings,
+    demonstrators_of,
+    fast_outputs,
+    official_raw_replies,
+    questions_of,
+)
 from mmunlearn.journal import Journal
 
 
@@ -28,7 +34,7 @@ def compare_protocols(model, processor, split: Split, settings: EvaluationSettin
     questions = [q for q in questions_of(split) if q.item.task is Task.MCQ]
     fast = [predicted_letter(o) for o in fast_outputs(model, processor, questions, settings, journal)]
     replies = official_raw_replies(model, processor, questions, split, settings, journal)
-    demonstrators = Demonstrators.draw(list(split.retain), settings.demo_seed, settings.demo_people)
+    demonstrators = demonstrators_of(split, settings)
     prompted = [i for i, q in enumerate(questions) if demonstrators.for_question(q.set_name, q.profile.id, q.item)]
     bare = list(replies)  # a question asked zero-shot already has its reply without a few-shot prompt
     unprompted = official_raw_replies(model, processor, [questions[i] for i in prompted], split,

@@ -130,13 +130,17 @@ def fast_outputs(model, processor, questions: list[Question], settings: Evaluati
     return outputs
 
 
+def demonstrators_of(split: Split, settings: EvaluationSettings) -> Demonstrators:
+    """The people the official protocol shows before a question: the retain set in ``settings``' seeded order."""
+    return Demonstrators.draw(list(split.retain), settings.demo_seed, settings.demo_people)
+
+
 def official_raw_replies(model, processor, questions: list[Question], split: Split,
                          settings: EvaluationSettings, journal: Journal | None = None,
                          scope: str = "official") -> list[str]:
     """The official protocol's replies: one question at a time, few-shot demonstrations from the retain set.
     ``scope``: the journal's name for this pass."""
-    demonstrators = Demonstrators.draw(list(split.retain), settings.demo_seed, settings.demo_people)
-    return official_replies(model, processor, questions, demonstrators, settings.system_prompt,
+    return official_replies(model, processor, questions, demonstrators_of(split, settings), settings.system_prompt,
                             journal=scoped(journal, scope))
 
 

@@ -18,9 +18,12 @@ CLOZE_BLANK = "[Blank]"
 CLOZE_INSTRUCTION = f"Please **ONLY** provide the correct answer that should replace the {CLOZE_BLANK}."
 
 
+def _option_lines(options: dict[str, str]) -> list[str]:
+    return [f"{letter}: {options[letter]}" for letter in OPTION_LETTERS if letter in options]
+
+
 def mcq_text(question: str, options: dict[str, str]) -> str:
-    lines = [question] + [f"{letter}: {options[letter]}" for letter in OPTION_LETTERS if letter in options]
-    return "\n".join(lines + [MCQ_INSTRUCTION])
+    return "\n".join([question, *_option_lines(options), MCQ_INSTRUCTION])
 
 
 def generation_text(question: str) -> str:
@@ -37,8 +40,7 @@ DEMONSTRATION_ANSWER = "Correct Answer:"
 
 def mcq_demonstration_text(question: str, options: dict[str, str], correct: str) -> str:
     """A multiple-choice question shown with its answer, as eval.py's few-shot prompt writes it."""
-    lines = [f"Question: {question}"] + [f"{letter}: {options[letter]}" for letter in OPTION_LETTERS if letter in options]
-    return "\n".join(lines + [f"{DEMONSTRATION_ANSWER} {correct}"])
+    return "\n".join([f"Question: {question}", *_option_lines(options), f"{DEMONSTRATION_ANSWER} {correct}"])
 
 
 def cloze_demonstration_text(question: str, answer: str) -> str:

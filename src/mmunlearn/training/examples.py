@@ -167,9 +167,8 @@ def packed_conversations(examples: Sequence[TextExample], turns: int, seed: int 
     A model that only ever saw one turn answers a question asked after other turns erratically (an
     earlier reproduction of the official protocol asked each question after another person's answered
     one). Packed, the same examples teach both: the first reply is learned as a lone turn is, the last
-    after an unrelated turn. Examples with context
-    or prompt targets stay as they are; the draw's remainder is one shorter conversation (or, alone, a
-    single turn).
+    after an unrelated turn. Examples with context or prompt targets stay as they are; the draw's
+    remainder is one shorter conversation (or, alone, a single turn).
     """
     if turns <= 1:
         return list(examples)
