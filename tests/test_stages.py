@@ -113,7 +113,8 @@ def test_study_stages_write_models_metrics_report_and_mlflow_runs(project, capsy
 
 def _interrupted_evaluation_resumes(project: Path, capsys) -> None:
     """Evaluate stopped during generation, then run again: the multiple-choice batches come from the
-    journal, not the model, and the outputs equal the uninterrupted run's byte for byte."""
+    journal, not the model, and the outputs equal the uninterrupted run's byte for byte. A run on a broken
+    split in between fails without touching the journal."""
     import mmunlearn.evaluation.engine as engine
     import mmunlearn.evaluation.run as run
 
@@ -136,6 +137,13 @@ def _interrupted_evaluation_resumes(project: Path, capsys) -> None:
         patch.setattr(run, "generate_replies", stop)
         assert run_cli(["evaluate", "--model", "vanilla"], capsys)[0] != 0
     assert journal.is_file() and batches_run and not any(batches_run)
+    # a run on an unreadable split fails naming it and leaves the interrupted run's journal as it was
+    forget_table = project / "data" / "splits" / "forget.parquet"
+    table, interrupted = forget_table.read_bytes(), journal.read_bytes()
+    forget_table.write_bytes(b"garbage")
+    code, _, err = run_cli(["evaluate", "--model", "vanilla"], capsys)
+    forget_table.write_bytes(table)
+    assert code != 0 and "forget.parquet" in err and journal.read_bytes() == interrupted
     batches_run.clear()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(engine, "_inputs", counted)

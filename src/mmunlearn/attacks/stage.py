@@ -102,12 +102,11 @@ def _before(params: Params, model_name: str) -> dict | None:
 
 def attack_stage(params: Params, model_name: str) -> dict:
     from mmunlearn import tracking
-    from mmunlearn.data.splits import load_split
-    from mmunlearn.evaluation.stage import inference_journal, load_for_evaluation
+    from mmunlearn.evaluation.stage import evaluation_split, inference_journal, load_for_evaluation
 
+    split = evaluation_split(params, model_name)
     before = _before(params, model_name)  # a missing prerequisite fails before any model work
     model, processor, settings = load_for_evaluation(params, model_name)
-    split = load_split(params.paths.splits)
     targets = forget_targets(split, params.attack.rephrasings)
     journal = inference_journal(params, "attack", model_name, {"attack": params.attack.model_dump(mode="json"),
                                                                  "rungs": params.data.test_pose_difficulties,

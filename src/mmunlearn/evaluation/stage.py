@@ -6,10 +6,14 @@ import json
 import logging
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mmunlearn.atomic import atomic_file, write_json
 from mmunlearn.config import Params
 from mmunlearn.journal import Journal
+
+if TYPE_CHECKING:  # the split module imports pyarrow; this module stays light to import
+    from mmunlearn.data.splits import Split
 
 log = logging.getLogger(__name__)
 
@@ -22,15 +26,29 @@ def predictions_path(params: Params, model_name: str) -> Path:
     return params.paths.reports / "predictions" / f"{model_name}.jsonl"
 
 
+def _require_study_model(params: Params, model_name: str) -> None:
+    from mmunlearn.errors import ConfigError
+
+    if model_name not in params.evaluated_models():
+        raise ConfigError(f"--model {model_name!r}: not a model of this study (have: {params.evaluated_models()})")
+
+
+def evaluation_split(params: Params, model_name: str) -> Split:
+    """The split a stage asks ``model_name`` about, read once the name is checked and before any model work
+    or journal: bad input fails first, and an interrupted run's journal is left as it was."""
+    from mmunlearn.data.splits import load_split
+
+    _require_study_model(params, model_name)
+    return load_split(params.paths.splits)
+
+
 def load_for_evaluation(params: Params, model_name: str):
     """(merged model, processor, evaluation settings) of a study model, as every evaluation loads it."""
-    from mmunlearn.errors import ConfigError
     from mmunlearn.evaluation.run import EvaluationSettings
     from mmunlearn.models.loading import merge_adapter, place
     from mmunlearn.models.study import load_study_model, read_stack
 
-    if model_name not in params.evaluated_models():
-        raise ConfigError(f"--model {model_name!r}: not a model of this study (have: {params.evaluated_models()})")
+    _require_study_model(params, model_name)
     loaded = load_study_model(params, model_name)
     model = place(merge_adapter(loaded.model))  # evaluation never trains: plain weights skip LoRA's extra matmuls
     stack = read_stack(params.paths.models / model_name) or {}
@@ -53,15 +71,14 @@ def protocols_stage(params: Params, model_name: str = "vanilla") -> dict:
     """Both protocols on one model's multiple-choice questions: agreement summary and disagreements."""
     from mmunlearn import tracking
     from mmunlearn.atomic import write_text
-    from mmunlearn.data.splits import load_split
     from mmunlearn.evaluation.agreement import agreement_markdown, compare_protocols
 
+    split = evaluation_split(params, model_name)
     model, processor, settings = load_for_evaluation(params, model_name)
     journal = inference_journal(params, "protocols", model_name, asdict(settings))
     with tracking.stage_run(params.tracking, "protocols", model_name,
                             {"evaluation": params.evaluation.model_dump(mode="json")}, params.paths.data_dvc):
-        summary, disagreements = compare_protocols(model, processor, load_split(params.paths.splits), settings,
-                                                   journal)
+        summary, disagreements = compare_protocols(model, processor, split, settings, journal)
         tracking.log_metrics(summary)
     write_json(params.paths.metrics / "protocol_agreement.json", summary)
     write_text(params.paths.reports / "protocol_agreement.md", agreement_markdown(model_name, summary, disagreements))
@@ -73,18 +90,18 @@ def protocols_stage(params: Params, model_name: str = "vanilla") -> dict:
 
 def evaluate_stage(params: Params, model_name: str) -> dict:
     from mmunlearn import tracking
-    from mmunlearn.data.splits import load_split
     from mmunlearn.evaluation.general import general_ability, load_general_set
     from mmunlearn.evaluation.judge import build_judge
     from mmunlearn.evaluation.run import evaluate
 
-    # bad input (a judge without its key, a malformed general set) fails before any model work
+    # bad input (an unknown model, an unreadable split, a judge without its key, a malformed general set)
+    # fails before any model work, and before the journal an interrupted run left is opened
+    split = evaluation_split(params, model_name)
     judge = build_judge(params.evaluation.judge)
     general = load_general_set(params.evaluation.general_set) if params.evaluation.general_set else None
     model, processor, settings = load_for_evaluation(params, model_name)
     journal = inference_journal(params, "evaluate", model_name, asdict(settings))  # before the judge: not an input
     settings = replace(settings, judge=judge)
-    split = load_split(params.paths.splits)
     with tracking.stage_run(params.tracking, "evaluate", model_name,
                             {"evaluation": params.evaluation.model_dump(mode="json"),
                              "split": params.split.model_dump(mode="json"),
