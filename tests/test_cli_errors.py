@@ -139,3 +139,23 @@ def test_an_unlearned_model_without_its_adapter_names_its_folder_at_once(project
     code, _, err = run_cli(["evaluate", "--model", "ga-text"], capsys)
     _assert_one_clean_line(code, err, "models/ga-text", "stack.json", "adapter_config.json is missing")
     assert not (project / "metrics" / "ga-text.json").exists()
+
+
+@pytest.mark.parametrize(("content", "needle"), [
+    ('{"forget": ', "not valid JSON"),  # cut short: an interrupted copy
+    ("[0.5, 0.25]", "expected a JSON object, found list"),
+])
+def test_a_malformed_output_of_an_earlier_stage_is_named(project, capsys, content, needle):
+    """The report reads every model's metrics, an attack the vanilla rates: a file that is not a JSON
+    object ends in one line naming it, not a traceback, and the report writes nothing."""
+    metrics = project / "metrics" / "vanilla.json"
+    attacks = project / "metrics" / "attacks" / "vanilla.json"
+    for path in (metrics, attacks):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+    code, _, err = run_cli(["report"], capsys)
+    _assert_one_clean_line(code, err, "metrics/vanilla.json", needle)
+    assert not (project / "reports").exists()
+    assert run_cli(["data", "synth"], capsys)[0] == 0 and run_cli(["split"], capsys)[0] == 0
+    code, _, err = run_cli(["attack", "--model", "ga-text"], capsys)
+    _assert_one_clean_line(code, err, "metrics/attacks/vanilla.json", needle)

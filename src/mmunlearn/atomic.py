@@ -1,6 +1,7 @@
 """Write outputs all-or-nothing: build under a temporary sibling path, then rename into place.
 
-A crash or an error mid-way leaves the previous output (or nothing), never a half-written one.
+A crash or an error mid-way leaves the previous output (or nothing), never a half-written one. A JSON
+output read back by a later stage (``read_json``) fails with one line naming the file if it is not one.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from mmunlearn.errors import DataError
 
 
 @contextlib.contextmanager
@@ -55,6 +58,19 @@ def write_json(target: Path, payload: Any) -> None:
     """Write JSON atomically, with sorted keys so equal content gives equal bytes."""
     with atomic_file(target) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def read_json(path: Path) -> dict:
+    """The JSON object in ``path``, or a DataError naming the file: unreadable, not JSON, or not an object."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot be read ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{path}: expected a JSON object, found {type(value).__name__}")
+    return value
 
 
 def write_text(target: Path, text: str) -> None:

@@ -3,11 +3,10 @@ the UnLOK-VQA attack matrix (model × attack success, the pre-unlearning rate be
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from mmunlearn.atomic import write_text
+from mmunlearn.atomic import read_json, write_text
 from mmunlearn.config import Params, parse_model_id
 from mmunlearn.errors import DataError
 from mmunlearn.evaluation.run import EVALUATED_SETS
@@ -111,7 +110,7 @@ def _read_each(params: Params, path_of, command: str) -> dict[tuple[str, str], d
         path = path_of(params, model)
         if not path.is_file():
             raise DataError(f"{path}: not found (run `mmunlearn {command} --model {model}`)")
-        results[model_title(params, model)] = json.loads(path.read_text(encoding="utf-8"))
+        results[model_title(params, model)] = read_json(path)
     return results
 
 

@@ -8,7 +8,7 @@ from huggingface_hub import constants
 
 from mmunlearn.config import DataConfig
 from mmunlearn.data.synthetic import generate_benchmark
-from mmunlearn.errors import ConfigError
+from mmunlearn.errors import ConfigError, DataError
 from mmunlearn.models.loading import DEVICE_ENV, available_locally, compute_device, load_model
 from mmunlearn.models.tiny import build_tiny_model, tokenizer_corpus
 from tests.conftest import SMALL_DATA
@@ -85,3 +85,35 @@ def test_training_follows_the_same_device_rule(monkeypatch, tmp_path):
 
     monkeypatch.setenv(DEVICE_ENV, "cpu")
     assert training_arguments(TrainConfig(), tmp_path).use_cpu
+
+
+@pytest.mark.parametrize(("damage", "error"), [
+    (lambda folder: (folder / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes()[:4096]),
+     "SafetensorError"),  # cut short: an interrupted copy
+    (lambda folder: (folder / "config.json").write_text('{"model_type": '), "JSONDecodeError"),
+    (lambda folder: (folder / "model.safetensors").unlink(), "OSError"),
+])
+def test_a_damaged_model_folder_is_named_in_one_error(tiny, tmp_path, damage, error):
+    model, processor = tiny
+    folder = tmp_path / "base"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    assert load_model(folder).model is not None  # whole, it loads
+    damage(folder)
+    with pytest.raises(DataError, match=f"^{folder}: its files cannot be loaded \\({error}: .*dvc repro"):
+        load_model(folder)
+
+
+def test_a_damaged_adapter_is_named_not_its_base(tiny, tmp_path):
+    from mmunlearn.config import LoraSettings
+    from mmunlearn.models.loading import add_lora, save_adapter
+
+    model, processor = tiny
+    base, adapter = tmp_path / "base", tmp_path / "vanilla"
+    model.save_pretrained(base)
+    processor.save_pretrained(base)
+    save_adapter(add_lora(load_model(base).model, LoraSettings(r=2, alpha=2)), adapter)
+    weights = adapter / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(DataError, match=f"^{adapter}: its files cannot be loaded \\(SafetensorError"):
+        load_model(base, adapter)

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from mmunlearn.atomic import atomic_file, write_json
+from mmunlearn.atomic import atomic_file, read_json, write_json
 from mmunlearn.attacks.blackbox import (
     SamplingSettings,
     blackbox_names,
@@ -97,7 +97,7 @@ def _before(params: Params, model_name: str) -> dict | None:
     path = attack_metrics_path(params, BEFORE_MODEL)
     if not path.is_file():
         raise DataError(f"{path}: not found — the pre-unlearning rates (run `mmunlearn attack --model {BEFORE_MODEL}`)")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json(path)
 
 
 def attack_stage(params: Params, model_name: str) -> dict:

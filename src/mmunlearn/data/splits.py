@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmunlearn.atomic import atomic_dir
+from mmunlearn.atomic import atomic_dir, read_json
 from mmunlearn.config import SplitConfig
 from mmunlearn.data.schema import Benchmark, Profile, read_profiles, write_profiles
 from mmunlearn.errors import DataError
@@ -66,4 +66,4 @@ def load_split(folder: Path) -> Split:
     if not manifest_path.is_file():
         raise DataError(f"{manifest_path}: split manifest not found (run `mmunlearn split`)")
     parts = {part: read_profiles(folder / f"{part}.parquet") for part in SPLIT_PARTS}
-    return Split(manifest=json.loads(manifest_path.read_text(encoding="utf-8")), **parts)
+    return Split(manifest=read_json(manifest_path), **parts)

@@ -7,8 +7,11 @@ safetensors only; ``trust_remote_code`` stays off unless params turn it on.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,19 +72,36 @@ def available_locally(source: str | Path) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def files_of(source: str | Path) -> Iterator[None]:
+    """Name ``source`` (a model or adapter folder, or a hub id) in one line if its files cannot be read: a
+    weight file cut short (an interrupted copy), a config that is not JSON, a file missing."""
+    from safetensors import SafetensorError
+
+    from mmunlearn.errors import DataError
+
+    try:
+        yield
+    except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
+        raise DataError(f"{source}: its files cannot be loaded ({type(error).__name__}: {error}); "
+                        "rebuild it (dvc repro) or copy it again") from None
+
+
 def load_model(source: str | Path, adapter: str | Path | None = None, *, trust_remote_code: bool = False,
                dtype: str = "float32", trainable_adapter: bool = False) -> LoadedModel:
     """Load a base model (hub id or folder) and optionally a LoRA adapter on top of it."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     common = {"trust_remote_code": trust_remote_code, "local_files_only": available_locally(source)}
-    processor = AutoProcessor.from_pretrained(str(source), **common)
-    model = AutoModelForImageTextToText.from_pretrained(str(source), dtype=_dtype(dtype), use_safetensors=True,
-                                                        **common)
+    with files_of(source):
+        processor = AutoProcessor.from_pretrained(str(source), **common)
+        model = AutoModelForImageTextToText.from_pretrained(str(source), dtype=_dtype(dtype), use_safetensors=True,
+                                                            **common)
     if adapter is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable_adapter)
+        with files_of(adapter):
+            model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable_adapter)
         log.info("loaded adapter %s on %s", adapter, source)
     loaded = LoadedModel(model=model, processor=processor)
     if loaded.tokenizer.pad_token_id is None:  # some checkpoints ship without one; batching needs it
@@ -170,8 +190,6 @@ def save_adapter(model, folder: Path, state_dict: dict | None = None) -> None:
     ``target_modules`` from a set, whose order follows the process's hash seed; sorting it keeps the
     adapter folder (a DVC output) byte-identical across runs.
     """
-    import json
-
     model.save_pretrained(str(folder), state_dict=state_dict)
     config_path = Path(folder) / "adapter_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))

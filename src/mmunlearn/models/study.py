@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mmunlearn.atomic import read_json
 from mmunlearn.config import Params
 from mmunlearn.errors import MmunlearnError
 from mmunlearn.models.base import base_source
@@ -26,7 +27,7 @@ def load_study_model(params: Params, name: str | None = None):
     model (``models/<name>/stack.json``): the model it was unlearned from with its adapter merged in,
     plus the unlearning adapter, if it trained one.
     """
-    from mmunlearn.models.loading import LoadedModel, load_model, merge_adapter
+    from mmunlearn.models.loading import LoadedModel, files_of, load_model, merge_adapter
 
     common = {"trust_remote_code": params.model.trust_remote_code, "dtype": params.model.dtype}
     if name is None:
@@ -43,7 +44,8 @@ def load_study_model(params: Params, name: str | None = None):
     if stack["adapter"]:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(folder))
+        with files_of(folder):
+            model = PeftModel.from_pretrained(model, str(folder))
     return LoadedModel(model=model, processor=under.processor)
 
 
@@ -74,7 +76,7 @@ def read_stack(folder: Path) -> dict | None:
     path = Path(folder) / STACK_FILE
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json(path)
 
 
 def write_stack(folder: Path, on_top_of: str, adapter: bool, system_prompt: str | None, **details) -> None:

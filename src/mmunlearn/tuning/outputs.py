@@ -4,7 +4,6 @@ Optuna's interactive HTML plots and the operating points in params.yaml form."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from mmunlearn.atomic import atomic_file, write_json, write_text  # noqa: E402
+from mmunlearn.atomic import atomic_file, read_json, write_json, write_text  # noqa: E402
 from mmunlearn.config import Params  # noqa: E402
 from mmunlearn.errors import DataError  # noqa: E402
 from mmunlearn.tuning.front import operating_point, pareto_front  # noqa: E402
@@ -106,7 +105,7 @@ def load_summaries(params: Params) -> dict[str, dict]:
         path = summary_path(params, method)
         if not path.is_file():
             raise DataError(f"{path}: not found (run `mmunlearn tune --method {method}`)")
-        summaries[method] = json.loads(path.read_text(encoding="utf-8"))
+        summaries[method] = read_json(path)
     return summaries
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from mmunlearn.atomic import read_json
 from mmunlearn.config import Params
 from mmunlearn.errors import ConfigError, DataError
 from mmunlearn.tuning.front import on_front
@@ -110,7 +111,7 @@ def vanilla_objectives(params: Params, objectives: Objectives) -> dict[str, floa
     if not path.is_file():
         raise DataError(f"{path}: not found — the trade-off study compares against the vanilla model's "
                         "evaluation (`mmunlearn evaluate --model vanilla`, or `dvc repro`)")
-    results = json.loads(path.read_text(encoding="utf-8"))
+    results = read_json(path)
     try:
         return {"efficacy": objectives.efficacy_of(results), "utility": objectives.utility_of(results)}
     except ValueError as exc:
