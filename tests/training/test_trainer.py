@@ -79,7 +79,20 @@ def test_finetune_loss_falls(setup, tmp_path):
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
 
 
+def _killed_while_saving(complete, partial) -> None:
+    """``partial``: the folder a process killed while saving the next checkpoint leaves — the weights
+    written, the optimizer state cut short, no scheduler, RNG or trainer state yet."""
+    import shutil
+
+    shutil.copytree(complete, partial)
+    for name in ("trainer_state.json", "scheduler.pt", "rng_state.pth"):
+        (partial / name).unlink(missing_ok=True)
+    optimizer = partial / "optimizer.pt"
+    optimizer.write_bytes(optimizer.read_bytes()[:100])
+
+
 def test_interrupted_finetune_resumes_to_the_same_weights(setup, tmp_path):
+    """Also when the process was killed while saving a later checkpoint: that one is passed over."""
     benchmark, processor, examples = setup
     collator = Collator(processor.tokenizer.pad_token_id)
     straight = _lora_model(benchmark)
@@ -89,6 +102,7 @@ def test_interrupted_finetune_resumes_to_the_same_weights(setup, tmp_path):
     run_training(interrupted, EncodedDataset(examples), collator, answer_nll, _args(tmp_path / "resumed"),
                  callbacks=[StopAfterSteps(4)])
     assert (tmp_path / "resumed" / "checkpoint-4").is_dir()
+    _killed_while_saving(tmp_path / "resumed" / "checkpoint-4", tmp_path / "resumed" / "checkpoint-6")
     resumed = _lora_model(benchmark)  # a fresh process would start from the same initial weights
     executed = StepRecorder()
     trainer = run_training(resumed, EncodedDataset(examples), collator, answer_nll, _args(tmp_path / "resumed"),

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, Sampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from mmunlearn.training.data import CONVERSATION, collate
 
@@ -164,12 +165,35 @@ def every_parameter_in_graph(model: torch.nn.Module) -> torch.Tensor:
     return 0.0 * sum(parameter.sum() for parameter in model.parameters() if parameter.requires_grad)
 
 
+def last_complete_checkpoint(folder: str | Path) -> str | None:
+    """The newest checkpoint in ``folder`` the Trainer finished writing, or None.
+
+    The Trainer writes a checkpoint in place, its state file last, and only then deletes the older one:
+    a process killed mid-save leaves a newer folder without that file, from which resuming would fail
+    (or start from step 0). That folder is passed over, not deleted: every process of a multi-GPU run
+    decides alike, and the finished stage removes all checkpoints anyway.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    numbered = {}
+    for path in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        step = path.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-")
+        if path.is_dir() and step.isdigit():
+            numbered[int(step)] = path
+    for step in sorted(numbered, reverse=True):
+        if (numbered[step] / TRAINER_STATE_NAME).is_file():
+            return str(numbered[step])
+        log.warning("passing over %s: cut short while it was being saved", numbered[step])
+    return None
+
+
 def run_training(model, dataset: Dataset, collator: Collator, loss_fn: LossFn, args: TrainingArguments,
                  callbacks: list[TrainerCallback] | None = None) -> ObjectiveTrainer:
-    """Train (resuming from the newest checkpoint in ``args.output_dir`` if there is one)."""
+    """Train (resuming from the newest complete checkpoint in ``args.output_dir`` if there is one)."""
     trainer = ObjectiveTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                                loss_fn=loss_fn, callbacks=callbacks)
-    last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
+    last = last_complete_checkpoint(args.output_dir)
     if last:
         log.info("resuming from %s", last)
     trainer.train(resume_from_checkpoint=last)
