@@ -1,10 +1,21 @@
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
 import torch
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mmunlearn.config import TrackingConfig
+from mmunlearn.errors import ConfigError
 from mmunlearn.tracking import (
     find_runs,
     flatten,
@@ -53,6 +64,48 @@ def test_stage_run_is_read_back_through_the_client(tmp_path, monkeypatch):
     artifacts = [a.path for a in MlflowClient(config.uri).list_artifacts(run.info.run_id, "adapter")]
     assert artifacts == ["adapter/adapter_config.json"]
     assert find_runs(config, stage="finetune") == []
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_runs_go_to_a_tracking_server_on_127_0_0_1(tmp_path, monkeypatch):
+    """tracking.uri: http://127.0.0.1:PORT, as the README's shared server: the run is read back through it."""
+    monkeypatch.chdir(tmp_path)
+    port = _free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
+                               f"sqlite:///{tmp_path / 'server.db'}", "--host", "127.0.0.1", "--port", str(port),
+                               "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        uri = f"http://127.0.0.1:{port}"
+        for _ in range(120):  # the server starts in a few seconds
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        config = TrackingConfig(uri=uri, artifact_root=tmp_path / "artifacts", experiment="study")
+        with stage_run(config, "evaluate", "ga", {"unlearn": {"ga": {"lr": 1e-5}}}):
+            log_metrics({"forget": {"image": {"mcq_acc": 0.25}}})
+        (run,) = find_runs(config, stage="evaluate")
+        assert MlflowClient(uri).get_run(run.info.run_id).data.metrics["forget.image.mcq_acc"] == 0.25
+        assert run.data.params["unlearn.ga.lr"] == "1e-05"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_an_unreachable_tracking_server_is_named_at_once(tmp_path):
+    """Nothing listens there: MLflow's client would retry for over ten minutes; the stage fails first."""
+    config = TrackingConfig(uri=f"http://127.0.0.1:{_free_port()}", artifact_root=tmp_path / "artifacts",
+                            experiment="study")
+    with pytest.raises(ConfigError, match=r"^tracking.uri: http://127.0.0.1:\d+ cannot be reached .*sqlite"):
+        with stage_run(config, "evaluate", "ga", {}):
+            pass
 
 
 def _tune_run(tmp_path, monkeypatch) -> tuple[TrackingConfig, str]:

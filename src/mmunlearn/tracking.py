@@ -98,6 +98,14 @@ def data_hash(data_dvc: Path) -> str:
 def _experiment_id(config: TrackingConfig) -> str:
     import mlflow
 
+    from mmunlearn.errors import ConfigError
+    from mmunlearn.network import unreachable
+
+    if config.uri.startswith(("http://", "https://")):
+        problem = unreachable(config.uri)
+        if problem:  # MLflow's client would retry for over ten minutes, then raise a traceback
+            raise ConfigError(f"tracking.uri: {config.uri} cannot be reached ({problem}): start the server "
+                              "(README, \"MLflow\") or set tracking.uri to a local store, e.g. sqlite:///mlflow.db")
     mlflow.set_tracking_uri(config.uri)
     for attempt in range(5):
         try:

@@ -43,12 +43,11 @@ def available_locally(source: str | Path) -> bool:
     offline (HF_HUB_OFFLINE) or cannot be reached, this fails at once, naming the field, where loading
     would retry each file for minutes."""
     import os
-    import socket
-    from urllib.parse import urlparse
 
     from huggingface_hub import constants, try_to_load_from_cache
 
     from mmunlearn.errors import ConfigError
+    from mmunlearn.network import unreachable
 
     if Path(source).is_dir():
         return True
@@ -62,13 +61,11 @@ def available_locally(source: str | Path) -> bool:
            f"or set model.name to a folder with the weights")
     if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
         raise ConfigError(f"model.name: {name!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: {fix}")
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
-    try:
-        socket.create_connection((endpoint.hostname, endpoint.port or (443 if endpoint.scheme == "https" else 80)),
-                                 timeout=10).close()
-    except OSError as error:
-        raise ConfigError(f"model.name: {name!r} is not in the Hugging Face cache and {endpoint.geturl()} cannot be "
-                          f"reached ({error}): {fix}") from None
+    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    problem = unreachable(endpoint)
+    if problem:
+        raise ConfigError(f"model.name: {name!r} is not in the Hugging Face cache and {endpoint} cannot be "
+                          f"reached ({problem}): {fix}")
     return False
 
 
