@@ -103,9 +103,10 @@ def _experiment_id(config: TrackingConfig) -> str:
 
     if config.uri.startswith(("http://", "https://")):
         problem = unreachable(config.uri)
-        if problem:  # MLflow's client would retry for over ten minutes, then raise a traceback
+        if problem:  # MLflow's client retries a refused connection for over ten minutes
             raise ConfigError(f"tracking.uri: {config.uri} cannot be reached ({problem}): start the server "
-                              "(README, \"MLflow\") or set tracking.uri to a local store, e.g. sqlite:///mlflow.db")
+                              "(README, \"Experiment tracking\") or set tracking.uri to a local store, "
+                              "e.g. sqlite:///mlflow.db")
     mlflow.set_tracking_uri(config.uri)
     for attempt in range(5):
         try:
