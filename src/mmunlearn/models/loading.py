@@ -80,8 +80,8 @@ def files_of(source: str | Path) -> Iterator[None]:
     try:
         yield
     except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
-        raise DataError(f"{source}: its files cannot be loaded ({type(error).__name__}: {error}); "
-                        "rebuild it (dvc repro) or copy it again") from None
+        fix = "rebuild it (dvc repro) or copy it again" if Path(source).is_dir() else "check model.name"
+        raise DataError(f"{source}: its files cannot be loaded ({type(error).__name__}: {error}); {fix}") from None
 
 
 def load_model(source: str | Path, adapter: str | Path | None = None, *, trust_remote_code: bool = False,
