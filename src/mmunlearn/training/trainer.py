@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import sort_checkpoints
 
 from mmunlearn.training.data import CONVERSATION, collate
 
@@ -173,18 +173,10 @@ def last_complete_checkpoint(folder: str | Path) -> str | None:
     (or start from step 0). That folder is passed over, not deleted: every process of a multi-GPU run
     decides alike, and the finished stage removes all checkpoints anyway.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        return None
-    numbered = {}
-    for path in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
-        step = path.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-")
-        if path.is_dir() and step.isdigit():
-            numbered[int(step)] = path
-    for step in sorted(numbered, reverse=True):
-        if (numbered[step] / TRAINER_STATE_NAME).is_file():
-            return str(numbered[step])
-        log.warning("passing over %s: cut short while it was being saved", numbered[step])
+    for checkpoint in reversed(sort_checkpoints(str(folder)) if Path(folder).is_dir() else []):
+        if (Path(checkpoint) / TRAINER_STATE_NAME).is_file():
+            return checkpoint
+        log.warning("passing over %s: cut short while it was being saved", checkpoint)
     return None
 
 
