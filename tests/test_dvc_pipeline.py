@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,36 @@ def test_fetch_regenerates_exactly_what_data_dvc_pins(fresh_clone):
     status = _run(["dvc", "status", "data.dvc", "--json"], fresh_clone)
     assert json.loads(status.stdout) == {}, status.stdout  # up to date
     assert "benchmark present" in _run(["mmunlearn", "data", "fetch"], fresh_clone).stdout
+
+
+def test_fetch_pulls_from_a_dvc_remote(fresh_clone, tmp_path):
+    _run(["mmunlearn", "data", "fetch"], fresh_clone)
+    _run(["dvc", "remote", "add", "-d", "store", str(tmp_path / "remote")], fresh_clone)
+    _run(["dvc", "push", "data.dvc"], fresh_clone)
+    shutil.rmtree(fresh_clone / "data" / "benchmark")
+    shutil.rmtree(fresh_clone / ".dvc" / "cache")
+    assert "benchmark pulled" in _run(["mmunlearn", "data", "fetch"], fresh_clone).stdout
+    assert json.loads(_run(["dvc", "status", "data.dvc", "--json"], fresh_clone).stdout) == {}
+
+
+@pytest.mark.parametrize("remote", ["refusing", "silent"])
+def test_fetch_regenerates_when_the_dvc_remote_fails_or_says_nothing(fresh_clone, remote):
+    # silent: accepts connections (the kernel's backlog) and never answers; refusing: nothing listens
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    if remote == "refusing":
+        listener.close()
+    params = fresh_clone / "params.yaml"
+    params.write_text(params.read_text().replace("pull_timeout_s: 300", "pull_timeout_s: 3"))
+    _run(["dvc", "remote", "add", "-d", "store", f"http://127.0.0.1:{port}/store"], fresh_clone)
+    try:
+        fetched = _run(["mmunlearn", "data", "fetch"], fresh_clone)
+    finally:
+        listener.close()
+    assert "benchmark generated" in fetched.stdout
+    why = "dvc pull failed" if remote == "refusing" else "dvc pull brought nothing within 3.0 s (data.pull_timeout_s)"
+    assert why in fetched.stderr
+    assert json.loads(_run(["dvc", "status", "data.dvc", "--json"], fresh_clone).stdout) == {}
 
 
 def test_dvc_repro_validate_split_and_metrics_show(fresh_clone):

@@ -62,6 +62,8 @@ class DataConfig(_Section):
     finetune_phrasings: int = Field(3, ge=1)
     # Re-posed images per profile for the Test set, one per difficulty rung (easy → hard).
     test_pose_difficulties: tuple[Literal["easy", "medium", "hard"], ...] = ("easy", "medium", "hard")
+    # `mmunlearn data fetch` gives up on the DVC remote after this long and regenerates (None: waits)
+    pull_timeout_s: float | None = Field(300.0, gt=0)
 
     @model_validator(mode="after")
     def _attributes_cover_questions(self) -> DataConfig:

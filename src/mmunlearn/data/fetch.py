@@ -8,6 +8,10 @@ its params changed), that difference is the audit trail: ``dvc commit data.dvc``
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from mmunlearn.atomic import atomic_dir
@@ -47,17 +51,31 @@ def tracked_data_is_current(root: Path, dvc_file: Path) -> bool:
         return not status
 
 
-def _try_pull(root: Path, dvc_file: Path) -> bool:
-    from dvc.exceptions import DvcException
-
+def _has_remote(root: Path) -> bool:
     with _dvc_repo(root) as repo:
-        if not repo.config.get("remote"):
-            return False
-        try:
-            repo.pull(targets=[str(dvc_file)])
-        except DvcException as exc:
-            log.warning("dvc pull failed (%s); regenerating instead", exc)
-            return False
+        return bool(repo.config.get("remote"))
+
+
+def _try_pull(root: Path, dvc_file: Path, timeout_s: float | None) -> bool:
+    """``dvc pull`` in a child process that is stopped after ``timeout_s``: a remote that accepts the
+    connection and then says nothing kept an in-process pull waiting for over 8 minutes."""
+    if not _has_remote(root):
+        return False
+    # its own process group, so that stopping it also stops whatever it started (ssh, a helper)
+    child = subprocess.Popen([sys.executable, "-m", "dvc", "pull", str(dvc_file.resolve())],
+                             cwd=root, process_group=0)
+    try:
+        code = child.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        log.warning("dvc pull brought nothing within %s s (data.pull_timeout_s); regenerating instead", timeout_s)
+        return False
+    finally:
+        if child.poll() is None:  # timed out or interrupted (Ctrl-C reaches only our group)
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    if code != 0:
+        log.warning("dvc pull failed (exit status %d, its message above); regenerating instead", code)
+        return False
     return True
 
 
@@ -69,7 +87,7 @@ def fetch(params: Params, root: Path = Path(".")) -> str:
     if tracked and benchmark_dir.is_dir() and tracked_data_is_current(root, dvc_file):
         log.info("%s is present and matches %s", benchmark_dir, dvc_file)
         return "present"
-    if tracked and _try_pull(root, dvc_file) and tracked_data_is_current(root, dvc_file):
+    if tracked and _try_pull(root, dvc_file, params.data.pull_timeout_s) and tracked_data_is_current(root, dvc_file):
         log.info("pulled %s from the DVC remote", benchmark_dir)
         return "pulled"
     synthesise(params, benchmark_dir)
