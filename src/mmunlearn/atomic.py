@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,11 @@ def write_json(target: Path, payload: Any) -> None:
     """Write JSON atomically, with sorted keys so equal content gives equal bytes."""
     with atomic_file(target) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def write_json_lines(target: Path, records: Iterable[Any]) -> None:
+    """Write one JSON object per line (sorted keys) atomically."""
+    write_text(target, "".join(json.dumps(record, sort_keys=True) + "\n" for record in records))
 
 
 def read_json(path: Path) -> dict:

@@ -8,13 +8,12 @@ To ``metrics/attacks/<model>.json`` (``dvc metrics show``), per-fact records to
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from mmunlearn.atomic import atomic_file, read_json, write_json
+from mmunlearn.atomic import read_json, write_json, write_json_lines
 from mmunlearn.attacks.blackbox import (
     SamplingSettings,
     blackbox_names,
@@ -120,8 +119,7 @@ def attack_stage(params: Params, model_name: str) -> dict:
         summary = summarise(records, before)
         tracking.log_metrics({"attack": summary})
     write_json(attack_metrics_path(params, model_name), summary)
-    with atomic_file(attack_records_path(params, model_name)) as tmp:
-        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records), encoding="utf-8")
+    write_json_lines(attack_records_path(params, model_name), records)
     journal.finish()
     log.info("attack: %s → %s", model_name, attack_metrics_path(params, model_name))
     return summary

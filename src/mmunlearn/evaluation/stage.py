@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mmunlearn.atomic import atomic_file, write_json
+from mmunlearn.atomic import write_json, write_json_lines
 from mmunlearn.config import Params
 from mmunlearn.journal import Journal
 
@@ -116,8 +115,7 @@ def evaluate_stage(params: Params, model_name: str) -> dict:
             tracking.log_metrics({"judge": usage})
             log.info("judge usage: %s", usage)
     write_json(metrics_path(params, model_name), results)
-    with atomic_file(predictions_path(params, model_name)) as tmp:
-        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records), encoding="utf-8")
+    write_json_lines(predictions_path(params, model_name), records)
     journal.finish()
     log.info("evaluate: %s → %s", model_name, metrics_path(params, model_name))
     return results
