@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import pytest
 
 from mmunlearn.data import fetch
@@ -108,6 +111,46 @@ def test_a_hub_model_that_cannot_be_had_fails_at_the_base_stage(project, capsys,
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", bool(offline))
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens, refused at once
     (project / "params.yaml").write_text("model:\n  name: some-org/no-such-model\n")
+    code, _, err = run_cli(["base"], capsys)
+    _assert_one_clean_line(code, err, *needles)
+    assert not (project / "models").exists()
+
+
+class _HubAnswers(BaseHTTPRequestHandler):
+    """Answers a file lookup as huggingface.co does for a repo that is not there, and for a gated one."""
+
+    def do_HEAD(self):  # noqa: N802 (http.server's naming)
+        gated = self.path.startswith("/some-org/gated-model/")
+        self.send_response(403 if gated else 401)
+        self.send_header("X-Error-Code", "GatedRepo" if gated else "RepoNotFound")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hub():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HubAnswers)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(("name", "needles"), [
+    ("some-org/no-such-model", ("model.name", "'some-org/no-such-model' is not on", "check the id", "HF_TOKEN")),
+    ("some-org/gated-model", ("model.name", "'some-org/gated-model' is gated", "accept its terms", "HF_TOKEN")),
+])
+def test_a_hub_model_the_hub_does_not_give_fails_at_the_base_stage(project, capsys, monkeypatch, hub, name, needles):
+    """A typo in model.name, or a gated model without access, used to pass the base stage and fail the next."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_ENDPOINT", hub)
+    (project / "params.yaml").write_text(f"model:\n  name: {name}\n")
     code, _, err = run_cli(["base"], capsys)
     _assert_one_clean_line(code, err, *needles)
     assert not (project / "models").exists()

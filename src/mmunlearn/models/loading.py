@@ -66,7 +66,29 @@ def available_locally(source: str | Path) -> bool:
     if problem:
         raise ConfigError(f"model.name: {name!r} is not in the Hugging Face cache and {endpoint} cannot be "
                           f"reached ({problem}): {fix}")
+    _require_on_hub(name, endpoint)
     return False
+
+
+def _require_on_hub(name: str, endpoint: str) -> None:
+    """Fail now, naming the field, when the hub says the model is not there or not for this user: else the
+    first stage that loads it fails, after the stages before it have run."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError
+
+    from mmunlearn.errors import ConfigError
+
+    try:
+        found = HfApi(endpoint=endpoint).file_exists(name, "config.json")
+    except GatedRepoError:
+        raise ConfigError(f"model.name: {name!r} is gated on {endpoint}: accept its terms on its page there, then "
+                          f"log in (HF_TOKEN or `hf auth login`)") from None
+    except HfHubHTTPError as error:  # the hub is having trouble: the download will tell
+        log.warning("could not ask %s whether %s exists (%s)", endpoint, name, " ".join(str(error).split()))
+        return
+    if not found:
+        raise ConfigError(f"model.name: {name!r} is not on {endpoint}: check the id (a private model needs "
+                          f"HF_TOKEN or `hf auth login`)")
 
 
 @contextlib.contextmanager
@@ -81,7 +103,8 @@ def files_of(source: str | Path) -> Iterator[None]:
         yield
     except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
         fix = "rebuild it (dvc repro) or copy it again" if Path(source).is_dir() else "check model.name"
-        raise DataError(f"{source}: its files cannot be loaded ({type(error).__name__}: {error}); {fix}") from None
+        reason = " ".join(str(error).split())  # transformers' messages span lines
+        raise DataError(f"{source}: its files cannot be loaded ({type(error).__name__}: {reason}); {fix}") from None
 
 
 def load_model(source: str | Path, adapter: str | Path | None = None, *, trust_remote_code: bool = False,
