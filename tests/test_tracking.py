@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -104,6 +105,31 @@ def test_an_unreachable_tracking_server_is_named_at_once(tmp_path):
     config = TrackingConfig(uri=f"http://127.0.0.1:{_free_port()}", artifact_root=tmp_path / "artifacts",
                             experiment="study")
     with pytest.raises(ConfigError, match=r"^tracking.uri: http://127.0.0.1:\d+ cannot be reached .*sqlite"):
+        with stage_run(config, "evaluate", "ga", {}):
+            pass
+
+
+@pytest.mark.parametrize("damage", ["not a database", "another MLflow's schema"])
+def test_a_store_that_cannot_be_opened_is_named(tmp_path, monkeypatch, damage):
+    """Was a traceback from SQLAlchemy or MLflow's migration check, after the retries meant for a race."""
+    import sqlite3
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("mmunlearn.tracking.time.sleep", lambda seconds: None)  # the retries, not waited out
+    store = tmp_path / "mlflow.db"
+    config = TrackingConfig(uri=f"sqlite:///{store}", artifact_root=tmp_path / "artifacts", experiment="study")
+    if damage == "not a database":
+        store.write_text("not a database")
+        needle = "file is not a database"
+    else:
+        made = tmp_path / "made.db"  # another file: this process keeps the store of a URI it opened
+        with stage_run(config.model_copy(update={"uri": f"sqlite:///{made}"}), "split", "all", {}):
+            pass
+        shutil.copyfile(made, store)
+        with sqlite3.connect(store) as connection:  # as if an older MLflow had made it
+            connection.execute("UPDATE alembic_version SET version_num = '451aebb31d03'")
+        needle = "mlflow db upgrade"
+    with pytest.raises(ConfigError, match=f"^tracking.uri: the store sqlite:///{store} cannot be opened .*{needle}"):
         with stage_run(config, "evaluate", "ga", {}):
             pass
 
