@@ -50,8 +50,10 @@ class OpenAICompatibleServer:
                 if server.delay_s:
                     time.sleep(server.delay_s)
                 answer = server.reply(body["messages"])
-                if isinstance(answer, int):
-                    self._send(answer, {"error": {"message": "simulated failure", "type": "server_error"}})
+                if isinstance(answer, int):  # a refused key is quoted back, as OpenAI's 401 quotes part of it
+                    message = f"Incorrect API key provided: {self.headers.get('Authorization', '')}" \
+                        if answer == 401 else "simulated failure"
+                    self._send(answer, {"error": {"message": message, "type": "server_error"}})
                     return
                 self._send(200, {
                     "id": f"chatcmpl-{len(server.requests)}", "object": "chat.completion", "created": 0,

@@ -76,6 +76,25 @@ def test_server_errors_are_retried_and_timeouts_end_as_failures(tmp_path):
     assert verdict.score is None and "Timeout" in verdict.error
 
 
+@pytest.mark.parametrize("status, reason", [
+    (401, r"does not accept the key in \$MY_JUDGE_KEY"),
+    (403, r"gives the key in \$MY_JUDGE_KEY no access to model 'judge-small'"),
+    (404, r"has no model 'judge-small'"),
+])
+def test_a_refusal_of_the_settings_stops_the_judging_at_once(tmp_path, monkeypatch, caplog, status, reason):
+    """Retried, a wrong key cost 1 + max_retries requests with backoff for every answer of every model."""
+    monkeypatch.setenv("MY_JUDGE_KEY", "sk-test-secret-4321")
+    cases = [JudgeCase(f"Where does person {i} live?", "In Oulu.", "In Lima.") for i in range(40)]
+    with OpenAICompatibleServer(lambda messages: status) as server:
+        judge = _judge(tmp_path, server, api_key_env="MY_JUDGE_KEY", concurrency=2)
+        with pytest.raises(ConfigError, match=f"^evaluation.judge: {server.base_url} answered {status}: it {reason}"
+                           ) as refused:
+            judge.score_all(cases)
+    assert server.authorizations[0] == "Bearer sk-test-secret-4321"  # the server saw the key and quoted it
+    assert len(server.requests) < 10  # the in-flight ones at most, not 40 × 4
+    assert "secret" not in str(refused.value) and "secret" not in caplog.text
+
+
 def test_a_second_run_makes_zero_requests_and_a_new_judge_model_asks_again(tmp_path):
     def by_city(messages):
         answer = _last_case(messages).split("Model answer:")[1]

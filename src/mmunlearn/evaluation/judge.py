@@ -171,6 +171,9 @@ class FactualityJudge:
                     model=self.settings.model, messages=messages, temperature=0.0,
                     max_tokens=self.settings.max_tokens)
             except Exception as exc:  # any transport/API failure is retried, then reported
+                refusal = _refusal(self.settings, exc)
+                if refusal is not None:
+                    raise refusal from None
                 error = f"{type(exc).__name__}: {str(exc)[:200]}"
                 with self._usage_lock:
                     self.usage.requests += 1
@@ -201,7 +204,8 @@ class FactualityJudge:
                     self.usage.cache_hits += 1
                 else:
                     todo.setdefault(prompt, []).append(index)  # identical prompts are asked once
-            with ThreadPoolExecutor(self.settings.concurrency) as pool:
+            pool = ThreadPoolExecutor(self.settings.concurrency)
+            try:
                 futures = {pool.submit(self._ask, json.loads(prompt)): prompt for prompt in todo}
                 for future in tqdm(as_completed(futures), total=len(futures), desc="judge", unit="answer", leave=False):
                     prompt = futures[future]
@@ -213,9 +217,29 @@ class FactualityJudge:
                         log.warning("judge: %s", error)
                     for index in todo[prompt]:
                         verdicts[index] = Verdict(score, error)
+            finally:  # after a refusal, the questions not yet sent are not sent
+                pool.shutdown(wait=True, cancel_futures=True)
         finally:
             cache.close()
         return verdicts  # type: ignore[return-value]
+
+
+class JudgeRefused(ConfigError):
+    """The judge's server turned down the settings themselves (key, access, model): no retry can help."""
+
+
+def _refusal(settings: JudgeConfig, error: Exception) -> JudgeRefused | None:
+    """A JudgeRefused for an answer that every request would get, else None (worth retrying). Without this
+    a wrong key cost 1 + max_retries requests and their backoff per answer, for every answer of every model."""
+    status = getattr(error, "status_code", None)
+    reasons = {401: f"does not accept the key in ${settings.api_key_env}",
+               403: f"gives the key in ${settings.api_key_env} no access to model {settings.model!r}",
+               404: f"has no model {settings.model!r} (or no chat-completions endpoint there)"}
+    if status not in reasons:
+        return None
+    # the server's own words are left out: for a wrong key OpenAI's message quotes part of it
+    where = settings.base_url or "api.openai.com"
+    return JudgeRefused(f"evaluation.judge: {where} answered {status}: it {reasons[status]}")
 
 
 def build_judge(settings: JudgeConfig) -> FactualityJudge | None:
