@@ -129,3 +129,10 @@ def test_an_enabled_judge_without_key_or_server_is_a_clear_error(monkeypatch):
     assert build_judge(JudgeConfig()) is None  # off by default: no network, factuality "n/a"
     with pytest.raises(ConfigError, match=r"\$MY_JUDGE_KEY is not set"):
         build_judge(JudgeConfig(enabled=True, api_key_env="MY_JUDGE_KEY"))
+
+
+def test_a_judge_server_that_does_not_answer_is_named_before_any_answer_is_asked(tmp_path):
+    with OpenAICompatibleServer(lambda messages: "Score: 5") as server:
+        base_url = server.base_url
+    with pytest.raises(ConfigError, match=f"^evaluation.judge.base_url: {base_url} cannot be reached .*refused"):
+        build_judge(JudgeConfig(enabled=True, base_url=base_url, cache=tmp_path / "cache.sqlite"))

@@ -252,6 +252,13 @@ def build_judge(settings: JudgeConfig) -> FactualityJudge | None:
                           "(set it, or point evaluation.judge.base_url at an OpenAI-compatible server)")
     from openai import OpenAI
 
+    from mmunlearn.network import unreachable
+
+    where = settings.base_url or "https://api.openai.com/v1"
+    problem = unreachable(where)
+    if problem:  # else each answer would pay 1 + max_retries refused requests and their backoff
+        raise ConfigError(f"evaluation.judge.base_url: {where} cannot be reached ({problem}): start the server, "
+                          "or set base_url to one that runs, or judge.enabled: false")
     # Our own retry loop also retries unparseable replies, so the client's is off.
     client = OpenAI(api_key=key or "unused", base_url=settings.base_url, timeout=settings.timeout_s, max_retries=0)
     return FactualityJudge(settings, client)
