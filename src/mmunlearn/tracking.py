@@ -98,7 +98,7 @@ def data_hash(data_dvc: Path) -> str:
 def _experiment_id(config: TrackingConfig) -> str:
     import mlflow
 
-    from mmunlearn.errors import ConfigError
+    from mmunlearn.errors import ConfigError, one_line
     from mmunlearn.network import unreachable
 
     if config.uri.startswith(("http://", "https://")):
@@ -114,9 +114,9 @@ def _experiment_id(config: TrackingConfig) -> str:
             break
         except Exception as error:  # noqa: BLE001 — workers starting together race to create a new store's tables
             if attempt == 4:  # not a race: e.g. not a database, or written by another MLflow version
-                reason = " ".join(str(error).strip().splitlines()[0].split()) if str(error).strip() else ""
                 raise ConfigError(f"tracking.uri: the store {config.uri} cannot be opened ({type(error).__name__}: "
-                                  f"{reason}); repair or move it, or set tracking.uri to another store") from error
+                                  f"{one_line(error, first_line_only=True)}); repair or move it, or set tracking.uri "
+                                  "to another store") from error
             log.info("tracking store %s not ready, retrying", config.uri)
             time.sleep(1 + attempt)
     if experiment is not None:

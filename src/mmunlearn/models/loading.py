@@ -76,7 +76,7 @@ def _require_on_hub(name: str, endpoint: str) -> None:
     from huggingface_hub import HfApi
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError
 
-    from mmunlearn.errors import ConfigError
+    from mmunlearn.errors import ConfigError, one_line
 
     try:
         found = HfApi(endpoint=endpoint).file_exists(name, "config.json")
@@ -84,7 +84,7 @@ def _require_on_hub(name: str, endpoint: str) -> None:
         raise ConfigError(f"model.name: {name!r} is gated on {endpoint}: accept its terms on its page there, then "
                           f"log in (HF_TOKEN or `hf auth login`)") from None
     except HfHubHTTPError as error:  # the hub is having trouble: the download will tell
-        log.warning("could not ask %s whether %s exists (%s)", endpoint, name, " ".join(str(error).split()))
+        log.warning("could not ask %s whether %s exists (%s)", endpoint, name, one_line(error))
         return
     if not found:
         raise ConfigError(f"model.name: {name!r} is not on {endpoint}: check the id (a private model needs "
@@ -97,14 +97,14 @@ def files_of(source: str | Path) -> Iterator[None]:
     weight file cut short (an interrupted copy), a config that is not JSON, a file missing."""
     from safetensors import SafetensorError
 
-    from mmunlearn.errors import DataError
+    from mmunlearn.errors import DataError, one_line
 
     try:
         yield
     except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
         fix = "rebuild it (dvc repro) or copy it again" if Path(source).is_dir() else "check model.name"
-        reason = " ".join(str(error).split())  # transformers' messages span lines
-        raise DataError(f"{source}: its files cannot be loaded ({type(error).__name__}: {reason}); {fix}") from None
+        raise DataError(f"{source}: its files cannot be loaded ({type(error).__name__}: {one_line(error)}); "
+                        f"{fix}") from None
 
 
 def load_model(source: str | Path, adapter: str | Path | None = None, *, trust_remote_code: bool = False,
