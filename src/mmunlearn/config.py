@@ -245,7 +245,8 @@ class JudgeConfig(_Section):
 
     enabled: bool = False
     model: str = "gpt-4o"  # the paper's judge; a local server's model name works the same way
-    base_url: str | None = None  # None: api.openai.com; e.g. http://127.0.0.1:8000/v1 for a local vLLM
+    # None: $OPENAI_BASE_URL, else api.openai.com; e.g. http://127.0.0.1:8000/v1 for a local vLLM
+    base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"  # the *name* of the variable holding the key; the key is never stored
     timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(3, ge=0)  # extra attempts after a failed request or an unparseable reply

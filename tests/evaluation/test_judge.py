@@ -126,6 +126,7 @@ def test_usage_summary_prices_tokens_when_prices_are_given(tmp_path):
 
 def test_an_enabled_judge_without_key_or_server_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("MY_JUDGE_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     assert build_judge(JudgeConfig()) is None  # off by default: no network, factuality "n/a"
     with pytest.raises(ConfigError, match=r"\$MY_JUDGE_KEY is not set"):
         build_judge(JudgeConfig(enabled=True, api_key_env="MY_JUDGE_KEY"))
@@ -136,3 +137,16 @@ def test_a_judge_server_that_does_not_answer_is_named_before_any_answer_is_asked
         base_url = server.base_url
     with pytest.raises(ConfigError, match=f"^evaluation.judge.base_url: {base_url} cannot be reached .*refused"):
         build_judge(JudgeConfig(enabled=True, base_url=base_url, cache=tmp_path / "cache.sqlite"))
+
+
+def test_the_server_in_openai_base_url_is_the_one_checked_and_asked(tmp_path, monkeypatch):
+    # the openai client honours $OPENAI_BASE_URL where base_url is unset: a check of api.openai.com instead
+    # refused a judge that would have worked offline, and asked for a key that server does not need
+    monkeypatch.delenv("MY_JUDGE_KEY", raising=False)
+    with OpenAICompatibleServer(lambda messages: "Score: 6") as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        judge = build_judge(JudgeConfig(enabled=True, api_key_env="MY_JUDGE_KEY", cache=tmp_path / "cache.sqlite"))
+        verdicts = judge.score_all(CASES[:1])
+    assert [v.score for v in verdicts] == [6] and len(server.requests) == 1
+    with pytest.raises(ConfigError, match=f"^evaluation.judge.base_url: {server.base_url} cannot be reached"):
+        build_judge(JudgeConfig(enabled=True, api_key_env="MY_JUDGE_KEY", cache=tmp_path / "cache.sqlite"))

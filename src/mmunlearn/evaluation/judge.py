@@ -24,6 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 from tqdm import tqdm
 
@@ -171,7 +172,7 @@ class FactualityJudge:
                     model=self.settings.model, messages=messages, temperature=0.0,
                     max_tokens=self.settings.max_tokens)
             except Exception as exc:  # any transport/API failure is retried, then reported
-                refusal = _refusal(self.settings, exc)
+                refusal = _refusal(self.settings, _server_url(self._client), exc)
                 if refusal is not None:
                     raise refusal from None
                 error = f"{type(exc).__name__}: {str(exc)[:200]}"
@@ -228,7 +229,7 @@ class JudgeRefused(ConfigError):
     """The judge's server turned down the settings themselves (key, access, model): no retry can help."""
 
 
-def _refusal(settings: JudgeConfig, error: Exception) -> JudgeRefused | None:
+def _refusal(settings: JudgeConfig, where: str, error: Exception) -> JudgeRefused | None:
     """A JudgeRefused for an answer that every request would get, else None (worth retrying). Without this
     a wrong key cost 1 + max_retries requests and their backoff per answer, for every answer of every model."""
     status = getattr(error, "status_code", None)
@@ -238,27 +239,31 @@ def _refusal(settings: JudgeConfig, error: Exception) -> JudgeRefused | None:
     if status not in reasons:
         return None
     # the server's own words are left out: for a wrong key OpenAI's message quotes part of it
-    where = settings.base_url or "api.openai.com"
     return JudgeRefused(f"evaluation.judge: {where} answered {status}: it {reasons[status]}")
+
+
+def _server_url(client) -> str:
+    """The URL the client resolved (base_url, else $OPENAI_BASE_URL, else OpenAI's): the one checked and named."""
+    return str(client.base_url).rstrip("/")
 
 
 def build_judge(settings: JudgeConfig) -> FactualityJudge | None:
     """The configured judge, or None when it is off (factuality then reads "n/a")."""
     if not settings.enabled:
         return None
-    key = os.environ.get(settings.api_key_env)
-    if not key and settings.base_url is None:
-        raise ConfigError(f"evaluation.judge.enabled is true but ${settings.api_key_env} is not set "
-                          "(set it, or point evaluation.judge.base_url at an OpenAI-compatible server)")
     from openai import OpenAI
 
     from mmunlearn.network import unreachable
 
-    where = settings.base_url or "https://api.openai.com/v1"
+    key = os.environ.get(settings.api_key_env)
+    # Our own retry loop also retries unparseable replies, so the client's is off.
+    client = OpenAI(api_key=key or "unused", base_url=settings.base_url, timeout=settings.timeout_s, max_retries=0)
+    where = _server_url(client)
+    if not key and urlparse(where).hostname == "api.openai.com":
+        raise ConfigError(f"evaluation.judge.enabled is true but ${settings.api_key_env} is not set "
+                          "(set it, or point evaluation.judge.base_url at an OpenAI-compatible server)")
     problem = unreachable(where)
     if problem:  # else each answer would pay 1 + max_retries refused requests and their backoff
         raise ConfigError(f"evaluation.judge.base_url: {where} cannot be reached ({problem}): start the server, "
                           "or set base_url to one that runs, or judge.enabled: false")
-    # Our own retry loop also retries unparseable replies, so the client's is off.
-    client = OpenAI(api_key=key or "unused", base_url=settings.base_url, timeout=settings.timeout_s, max_retries=0)
     return FactualityJudge(settings, client)
