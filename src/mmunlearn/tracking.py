@@ -98,8 +98,9 @@ def data_hash(data_dvc: Path) -> str:
 def _experiment_id(config: TrackingConfig) -> str:
     import mlflow
 
-    from mmunlearn.errors import ConfigError, one_line
+    from mmunlearn.errors import ConfigError
     from mmunlearn.network import unreachable
+    from mmunlearn.stores import open_shared_store
 
     if config.uri.startswith(("http://", "https://")):
         problem = unreachable(config.uri)
@@ -108,17 +109,9 @@ def _experiment_id(config: TrackingConfig) -> str:
                               "(README, \"Experiment tracking\") or set tracking.uri to a local store, "
                               "e.g. sqlite:///mlflow.db")
     mlflow.set_tracking_uri(config.uri)
-    for attempt in range(5):
-        try:
-            experiment = mlflow.get_experiment_by_name(config.experiment)
-            break
-        except Exception as error:  # noqa: BLE001 — workers starting together race to create a new store's tables
-            if attempt == 4:  # not a race: e.g. not a database, or written by another MLflow version
-                raise ConfigError(f"tracking.uri: the store {config.uri} cannot be opened ({type(error).__name__}: "
-                                  f"{one_line(error, first_line_only=True)}); repair or move it, or set tracking.uri "
-                                  "to another store") from error
-            log.info("tracking store %s not ready, retrying", config.uri)
-            time.sleep(1 + attempt)
+    experiment = open_shared_store(lambda: mlflow.get_experiment_by_name(config.experiment),
+                                   f"tracking.uri: the store {config.uri}",
+                                   "repair or move it, or set tracking.uri to another store")
     if experiment is not None:
         return experiment.experiment_id
     location = Path(config.artifact_root).resolve().as_uri()

@@ -75,22 +75,21 @@ def study_name(params: Params, method: str) -> str:
 def open_study(params: Params, name: str) -> optuna.Study:
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
+    from mmunlearn.stores import open_shared_store
+
     tune = params.tune
-    for attempt in range(5):
-        try:
-            storage = RDBStorage(tune.storage, heartbeat_interval=tune.heartbeat_s, grace_period=tune.grace_s,
-                                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
-            return optuna.create_study(study_name=name, storage=storage, directions=list(DIRECTIONS),
-                                       load_if_exists=True,
-                                       sampler=SeededStartupSampler(tune.seed, tune.startup_trials))
-        except Exception as exc:  # noqa: BLE001
-            # workers starting together race to create a new storage's tables (or the study): try again;
-            # a bad URL or an unreachable server fails every time and names the setting
-            if attempt == 4:
-                raise ConfigError(f"params.yaml: tune.storage: cannot open {redact_url(tune.storage)!r}: "
-                                  f"{str(exc).splitlines()[0]}") from None
-            time.sleep(1 + attempt)
-    raise AssertionError("unreachable")
+
+    def open_it() -> optuna.Study:
+        storage = RDBStorage(tune.storage, heartbeat_interval=tune.heartbeat_s, grace_period=tune.grace_s,
+                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
+        return optuna.create_study(study_name=name, storage=storage, directions=list(DIRECTIONS),
+                                   load_if_exists=True, sampler=SeededStartupSampler(tune.seed, tune.startup_trials))
+
+    # workers starting together race to create a new storage's tables (or the study)
+    hidden = redact_url(tune.storage)
+    return open_shared_store(open_it, f"tune.storage: the storage {hidden}",
+                             "repair or move it, or set tune.storage to another storage",
+                             redact=lambda text: text.replace(tune.storage, hidden))
 
 
 def redact_url(url: str) -> str:

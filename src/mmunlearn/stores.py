@@ -1,0 +1,32 @@
+"""Opening a database-backed store that workers starting together may be creating at the same moment
+(MLflow's tracking store, Optuna's study storage)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from mmunlearn.errors import ConfigError, one_line
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def open_shared_store(open_store: Callable[[], T], store: str, fix: str,
+                      redact: Callable[[str], str] = lambda text: text, attempts: int = 5) -> T:
+    """``open_store()``, tried again while workers race to create the store's tables; a failure that
+    outlasts ``attempts`` is not a race (not a database, another version's schema, a bad URL) and ends in
+    one line: ``<store> cannot be opened (<error>); <fix>``, the error's text passed through ``redact``
+    (a driver may quote the URL, password and all)."""
+    for attempt in range(attempts):
+        try:
+            return open_store()
+        except Exception as error:  # noqa: BLE001 — any of the racing workers' errors, SQLAlchemy's or the library's
+            if attempt == attempts - 1:
+                reason = redact(one_line(error, first_line_only=True))
+                raise ConfigError(f"{store} cannot be opened ({type(error).__name__}: {reason}); {fix}") from None
+            log.info("%s not ready, retrying", store)
+            time.sleep(1 + attempt)
+    raise AssertionError("attempts must be at least 1")
