@@ -46,11 +46,26 @@ def fresh_clone(tmp_path) -> Path:
 
 
 def test_fetch_regenerates_exactly_what_data_dvc_pins(fresh_clone):
+    pinned = (fresh_clone / "data.dvc").read_bytes()
+    fetched = _run(["mmunlearn", "data", "fetch"], fresh_clone)
+    assert "benchmark generated" in fetched.stdout and "differs" not in fetched.stderr
+    assert (fresh_clone / "data.dvc").read_bytes() == pinned  # not rewritten to fit
+    status = _run(["dvc", "status", "data.dvc", "--json"], fresh_clone)
+    assert json.loads(status.stdout) == {}, status.stdout  # up to date, and in the cache
+    assert "benchmark present" in _run(["mmunlearn", "data", "fetch"], fresh_clone).stdout
+
+
+def test_fetch_that_regenerates_other_bytes_says_so_and_leaves_data_dvc_as_it_was(fresh_clone):
+    # dvc status calls an output that is not in the cache "not in cache" whatever the workspace holds: a
+    # fetch that trusted that word once rewrote data.dvc to fit whatever it had regenerated
+    pinned = (fresh_clone / "data.dvc").read_bytes()
+    params = fresh_clone / "params.yaml"
+    params.write_text(params.read_text().replace("seed: 1234", "seed: 1235", 1))
     fetched = _run(["mmunlearn", "data", "fetch"], fresh_clone)
     assert "benchmark generated" in fetched.stdout
-    status = _run(["dvc", "status", "data.dvc", "--json"], fresh_clone)
-    assert json.loads(status.stdout) == {}, status.stdout  # up to date
-    assert "benchmark present" in _run(["mmunlearn", "data", "fetch"], fresh_clone).stdout
+    assert "differs from data.dvc" in fetched.stderr and "dvc commit data.dvc" in fetched.stderr
+    assert (fresh_clone / "data.dvc").read_bytes() == pinned
+    assert json.loads(_run(["dvc", "status", "data.dvc", "--json"], fresh_clone).stdout) != {}
 
 
 def test_fetch_pulls_from_a_dvc_remote(fresh_clone, tmp_path):

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from mmunlearn.config import DataConfig
 from mmunlearn.data.faces import MIN_FEATURE_DISTANCE, distinct_identities
 from mmunlearn.data.schema import Modality, Task, load_benchmark
 from mmunlearn.data.synthetic import generate_benchmark
-from tests.conftest import SMALL_DATA, run_cli, write_params
+from tests.conftest import REPO_ROOT, SMALL_DATA, run_cli, write_params
 
 
 def _tree_bytes(folder: Path) -> dict[str, bytes]:
@@ -29,6 +30,31 @@ def test_same_params_give_byte_identical_files_and_another_seed_differs(project,
     first, other = load_benchmark(project / "a"), load_benchmark(project / "c")
     assert [p.name for p in first.full] != [p.name for p in other.full]
     assert (project / "a" / "full.parquet").read_bytes() != (project / "c" / "full.parquet").read_bytes()
+
+
+def test_how_the_data_is_fetched_is_not_part_of_its_bytes(project, capsys):
+    # data.pull_timeout_s once went into the manifest: the data's hash moved off data.dvc's, data unchanged
+    write_params(project, data={**SMALL_DATA, "pull_timeout_s": 5})
+    assert run_cli(["data", "synth", "--out", "a"], capsys)[0] == 0
+    write_params(project, data={**SMALL_DATA, "pull_timeout_s": None})
+    assert run_cli(["data", "synth", "--out", "b"], capsys)[0] == 0
+    assert _tree_bytes(project / "a") == _tree_bytes(project / "b")
+
+
+def test_the_committed_params_generate_the_bytes_data_dvc_pins(tmp_path):
+    """What a fresh clone's `data fetch` regenerates is what data.dvc pins: else the clone's data and every
+    stage after it differ from the committed study."""
+    from dvc.repo import Repo
+
+    from mmunlearn.config import load_params
+    from mmunlearn.data.fetch import synthesise, tracked_data_is_current
+
+    params = load_params(REPO_ROOT / "params.yaml")
+    Repo.init(str(tmp_path), no_scm=True).close()
+    shutil.copy(REPO_ROOT / params.paths.data_dvc, tmp_path / params.paths.data_dvc)
+    synthesise(params, tmp_path / params.paths.benchmark)
+    assert tracked_data_is_current(tmp_path, tmp_path / params.paths.data_dvc)
+    assert (tmp_path / params.paths.data_dvc).read_bytes() == (REPO_ROOT / params.paths.data_dvc).read_bytes()
 
 
 def test_every_profile_has_the_configured_questions_in_both_modalities():

@@ -39,16 +39,19 @@ def _dvc_repo(root: Path):
 
 
 def tracked_data_is_current(root: Path, dvc_file: Path) -> bool:
-    """True when the workspace holds exactly what ``dvc_file`` pins (cached if it only lacked that)."""
+    """True when the workspace holds exactly what ``dvc_file`` pins (then cached, if the cache lacked it).
+
+    The workspace's hash is compared with the pinned one: ``dvc status`` says only "not in cache" for an
+    output missing from the cache, whatever the workspace holds, and committing on that word rewrote
+    ``dvc_file`` with whatever a fresh clone regenerated."""
     with _dvc_repo(root) as repo:
-        status = repo.status(targets=[str(dvc_file)])
-        states = {state for entry in status.get(str(dvc_file), []) if isinstance(entry, dict)
-                  for state in entry.get("changed outs", {}).values()}
-        if status and states == {"not in cache"}:
-            # same bytes as pinned (e.g. regenerated on a fresh clone): store them in the DVC cache
+        (stage,) = repo.stage.collect(str(dvc_file))
+        pinned = stage.outs
+        if not all(out.exists and out.get_hash().value == out.hash_info.value for out in pinned):
+            return False
+        if any(out.changed_cache() for out in pinned):  # same bytes (e.g. regenerated on a fresh clone)
             repo.commit(str(dvc_file), force=True)
-            status = repo.status(targets=[str(dvc_file)])
-        return not status
+        return True
 
 
 def _has_remote(root: Path) -> bool:

@@ -174,7 +174,7 @@ def generate_benchmark(config: DataConfig) -> Benchmark:
     manifest = {
         "generator": "mmunlearn.data.synthetic",
         "generator_version": GENERATOR_VERSION,
-        "params": config.model_dump(mode="json"),
+        "params": config.generator_params(),
         "image_size": config.image_size,
         "questions_per_modality": config.questions.model_dump(),
         "test_pose_difficulties": list(config.test_pose_difficulties),
