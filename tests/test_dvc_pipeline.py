@@ -98,6 +98,45 @@ def test_fetch_regenerates_when_the_dvc_remote_fails_or_says_nothing(fresh_clone
     assert json.loads(_run(["dvc", "status", "data.dvc", "--json"], fresh_clone).stdout) == {}
 
 
+def _imported_benchmark(folder: Path) -> dict[str, bytes]:
+    """A benchmark folder the generator did not write, as `mmunlearn data import-unlok` leaves one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.json").write_text('{"source": "UnLOK-VQA"}\n')
+    (folder / "full.parquet").write_bytes(b"imported rows")
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("where", ["data/unlok", "data/benchmark"])
+def test_fetch_never_replaces_data_the_generator_did_not_write(fresh_clone, where):
+    # it once regenerated over an import: `make run` then studied synthetic profiles in the import's place
+    pinned = (fresh_clone / "data.dvc").read_bytes()
+    imported = _imported_benchmark(fresh_clone / where)
+    params = fresh_clone / "params.yaml"
+    params.write_text(params.read_text().replace("benchmark: data/benchmark", f"benchmark: {where}", 1))
+    fetched = _run(["mmunlearn", "data", "fetch"], fresh_clone)
+    assert "benchmark present" in fetched.stdout
+    assert {p.name: p.read_bytes() for p in sorted((fresh_clone / where).iterdir())} == imported
+    assert (fresh_clone / "data.dvc").read_bytes() == pinned
+    # data.dvc pins data/benchmark: there the import is reported as differing from the pinned version
+    assert ("is not what data.dvc pins" in fetched.stderr) == (where == "data/benchmark")
+
+
+def test_a_pinned_data_source_is_fetched_never_generated(fresh_clone):
+    params = fresh_clone / "params.yaml"
+    synthetic = params.read_text()
+    params.write_text(synthetic.replace("source: synthetic", "source: pinned", 1))
+    refused = _run(["mmunlearn", "data", "fetch"], fresh_clone, check=False)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().count("\n") == 0, refused.stderr
+    assert "data.source is 'pinned'" in refused.stderr and "not what data.dvc pins" in refused.stderr
+    assert not (fresh_clone / "data" / "benchmark").exists()
+
+    params.write_text(synthetic)
+    assert "benchmark generated" in _run(["mmunlearn", "data", "fetch"], fresh_clone).stdout
+    params.write_text(synthetic.replace("source: synthetic", "source: pinned", 1))
+    assert "benchmark present" in _run(["mmunlearn", "data", "fetch"], fresh_clone).stdout
+
+
 def test_dvc_repro_validate_split_and_metrics_show(fresh_clone):
     _run(["mmunlearn", "data", "fetch"], fresh_clone)
     _run(["dvc", "repro", "validate", "split"], fresh_clone)

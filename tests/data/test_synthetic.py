@@ -34,9 +34,9 @@ def test_same_params_give_byte_identical_files_and_another_seed_differs(project,
 
 def test_how_the_data_is_fetched_is_not_part_of_its_bytes(project, capsys):
     # data.pull_timeout_s once went into the manifest: the data's hash moved off data.dvc's, data unchanged
-    write_params(project, data={**SMALL_DATA, "pull_timeout_s": 5})
+    write_params(project, data={**SMALL_DATA, "pull_timeout_s": 5, "source": "pinned"})
     assert run_cli(["data", "synth", "--out", "a"], capsys)[0] == 0
-    write_params(project, data={**SMALL_DATA, "pull_timeout_s": None})
+    write_params(project, data={**SMALL_DATA, "pull_timeout_s": None, "source": "synthetic"})
     assert run_cli(["data", "synth", "--out", "b"], capsys)[0] == 0
     assert _tree_bytes(project / "a") == _tree_bytes(project / "b")
 

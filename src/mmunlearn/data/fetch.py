@@ -3,10 +3,13 @@
 The generator is deterministic, so regenerating with the committed params gives the very bytes
 ``data.dvc`` pins and ``dvc status data.dvc`` comes back clean. When it does not (the generator or
 its params changed), that difference is the audit trail: ``dvc commit data.dvc`` records it.
+Data the generator did not write (an import, the real benchmark) is never replaced by generated data,
+and with ``data.source: pinned`` nothing is generated at all.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -16,8 +19,9 @@ from pathlib import Path
 
 from mmunlearn.atomic import atomic_dir
 from mmunlearn.config import Params
-from mmunlearn.data.schema import save_benchmark
-from mmunlearn.data.synthetic import generate_benchmark
+from mmunlearn.data.schema import MANIFEST_FILE, save_benchmark
+from mmunlearn.data.synthetic import GENERATOR, generate_benchmark
+from mmunlearn.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -82,19 +86,55 @@ def _try_pull(root: Path, dvc_file: Path, timeout_s: float | None) -> bool:
     return True
 
 
+def _versions(root: Path, dvc_file: Path, folder: Path) -> bool:
+    """True when ``dvc_file`` (in a DVC repo) pins ``folder``: paths.benchmark may point elsewhere."""
+    if not (dvc_file.is_file() and (root / ".dvc").is_dir()):
+        return False
+    with _dvc_repo(root) as repo:
+        (stage,) = repo.stage.collect(str(dvc_file))
+        return any(Path(out.fs_path).resolve() == folder.resolve() for out in stage.outs)
+
+
+def _holds_other_data(folder: Path) -> bool:
+    """True when ``folder`` holds files the generator did not write (an import, the real benchmark)."""
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{folder} (paths.benchmark) is a file, not a benchmark folder")
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return False
+    try:
+        manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True
+    return not (isinstance(manifest, dict) and manifest.get("generator") == GENERATOR)
+
+
 def fetch(params: Params, root: Path = Path(".")) -> str:
     """Make the benchmark present; returns how: "present", "pulled" or "generated"."""
     dvc_file = root / params.paths.data_dvc
     benchmark_dir = root / params.paths.benchmark
-    tracked = dvc_file.is_file() and (root / ".dvc").is_dir()
-    if tracked and benchmark_dir.is_dir() and tracked_data_is_current(root, dvc_file):
+    pinned = _versions(root, dvc_file, benchmark_dir)
+    if pinned and benchmark_dir.is_dir() and tracked_data_is_current(root, dvc_file):
         log.info("%s is present and matches %s", benchmark_dir, dvc_file)
         return "present"
-    if tracked and _try_pull(root, dvc_file, params.data.pull_timeout_s) and tracked_data_is_current(root, dvc_file):
+    if pinned and _try_pull(root, dvc_file, params.data.pull_timeout_s) and tracked_data_is_current(root, dvc_file):
         log.info("pulled %s from the DVC remote", benchmark_dir)
         return "pulled"
+    if _holds_other_data(benchmark_dir):  # replacing it with generated data would lose it
+        if pinned:
+            log.warning("%s is not what %s pins and no DVC remote brought that version; kept as it is, since the "
+                        "generator did not write it (`dvc commit %s` records it, `dvc checkout %s` restores the "
+                        "pinned version from the cache)", benchmark_dir, dvc_file, dvc_file, dvc_file)
+        else:
+            log.info("%s holds data the generator did not write; kept as it is (%s does not version it: "
+                     "`dvc add %s` does)", benchmark_dir, dvc_file, benchmark_dir)
+        return "present"
+    if params.data.source == "pinned":
+        why = (f"is missing or not what {dvc_file} pins, and no DVC remote brought it (`dvc remote add -d`)"
+               if pinned else f"is missing and {dvc_file} does not version it")
+        raise DataError(f"data.source is 'pinned', so nothing is generated, but {benchmark_dir} (paths.benchmark) "
+                        f"{why}; data.source: synthetic generates the synthetic benchmark instead")
     synthesise(params, benchmark_dir)
-    if tracked and not tracked_data_is_current(root, dvc_file):
+    if pinned and not tracked_data_is_current(root, dvc_file):
         log.warning("regenerated %s differs from %s (generator or data params changed); "
                     "`dvc commit %s` records the new version", benchmark_dir, dvc_file, dvc_file)
     return "generated"

@@ -28,6 +28,7 @@ from mmunlearn.data.schema import (
 )
 
 log = logging.getLogger(__name__)
+GENERATOR = "mmunlearn.data.synthetic"  # the manifest's mark of data this module wrote
 GENERATOR_VERSION = 3
 
 
@@ -172,7 +173,7 @@ def generate_benchmark(config: DataConfig) -> Benchmark:
                                 tuple(_items(person, config, pools, rng, question_index=None)), poses=poses))
 
     manifest = {
-        "generator": "mmunlearn.data.synthetic",
+        "generator": GENERATOR,
         "generator_version": GENERATOR_VERSION,
         "params": config.generator_params(),
         "image_size": config.image_size,
