@@ -148,6 +148,49 @@ def test_dvc_repro_validate_split_and_metrics_show(fresh_clone):
     assert "didn't change" in _run(["dvc", "repro", "validate", "split"], fresh_clone).stdout
 
 
+ELSEWHERE = {"benchmark": "imports/unlok", "splits": "study/splits", "models": "study/models",
+             "metrics": "study/metrics", "reports": "study/reports", "tradeoff": "study/tradeoff"}
+
+
+def _point_paths_elsewhere(clone: Path, paths: dict[str, str]) -> None:
+    params = clone / "params.yaml"
+    text = params.read_text()
+    for key, folder in paths.items():
+        line = next(line for line in text.splitlines() if line.startswith(f"  {key}: "))
+        text = text.replace(line, f"  {key}: {folder}", 1)
+    params.write_text(text)
+
+
+def test_the_pipelines_track_the_folders_params_paths_name(fresh_clone):
+    # dvc.yaml named data/benchmark, models/, metrics/... itself: pointed elsewhere, the commands wrote
+    # where params.yaml said and DVC looked where dvc.yaml said
+    from dvc.repo import Repo
+
+    _point_paths_elsewhere(fresh_clone, ELSEWHERE)
+    with Repo(str(fresh_clone)) as repo:
+        stages = [s for s in repo.index.stages if s.path.endswith("dvc.yaml")]
+        tracked = {Path(o.fs_path).relative_to(fresh_clone).as_posix() for s in stages for o in [*s.deps, *s.outs]}
+    assert {"imports/unlok", "study/splits", "study/models/vanilla", "study/metrics/vanilla.json",
+            "study/reports/table.md", "study/tradeoff/summary.md"} <= tracked
+    defaults = ("data/", "models/", "metrics/", "reports/", "pipelines/")
+    assert not [path for path in tracked if path.startswith(defaults)]
+
+
+def test_a_benchmark_elsewhere_is_validated_and_split_by_dvc_repro(fresh_clone):
+    # the UnLOK-VQA recipe (README): an import in its own folder, paths.benchmark pointed at it
+    _run(["mmunlearn", "data", "fetch"], fresh_clone)
+    (fresh_clone / "imports").mkdir()
+    (fresh_clone / "data" / "benchmark").rename(fresh_clone / "imports" / "unlok")
+    manifest_path = fresh_clone / "imports" / "unlok" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["source"] = manifest.pop("generator")  # as an import's manifest: no generator's mark
+    manifest_path.write_text(json.dumps(manifest))
+    _point_paths_elsewhere(fresh_clone, {"benchmark": "imports/unlok"})
+    _run(["dvc", "repro", "validate", "split"], fresh_clone)
+    assert (fresh_clone / "data" / "splits" / "forget.parquet").is_file()
+    assert "benchmark present" in _run(["mmunlearn", "data", "fetch"], fresh_clone).stdout  # kept, not regenerated
+
+
 def test_bytecode_written_beside_the_code_changes_no_stage(fresh_clone):
     """Importing the package writes __pycache__/ into src/mmunlearn/* (unless PYTHONDONTWRITEBYTECODE is
     set): a stage's code dependency is a folder there, and must not read that as a change of code."""
