@@ -191,3 +191,14 @@ def test_report_overlays_every_methods_front_and_names_operating_points(study, m
         html = (folder / "html" / f"{method}.html").read_text()
         assert "plotly.min.js" in html and "efficacy" in html
     assert (folder / "html" / "plotly.min.js").stat().st_size > 100_000  # offline: no CDN needed
+
+    # A fresh clone has the recorded results but not the Optuna storage: the plots were drawn from the
+    # storage (empty there) with a random div id; now from the results, the same bytes every time.
+    first = {method: (folder / "html" / f"{method}.html").read_text() for method in ("ga", "prompting")}
+    (study / "report.db").unlink()
+    code, out, err = run_cli(["-p", str(params_file), "tune-report"], capsys)
+    assert code == 0, err[-3000:]
+    for method, html in first.items():
+        assert (folder / "html" / f"{method}.html").read_text() == html
+        recorded = json.loads((folder / "metrics" / f"{method}.json").read_text())["all"]
+        assert recorded and all(json.dumps(row["efficacy"]) in html for row in recorded)

@@ -139,15 +139,30 @@ def _operating_entry(params: Params, method: str, summary: dict) -> dict | None:
 
 def _write_html(params: Params, summaries: dict[str, dict], folder: Path) -> None:
     """Optuna's own Pareto-front plot per study, one shared plotly.js beside them (viewable offline)."""
-    from mmunlearn.tuning.study import open_study
-
     folder.mkdir(parents=True, exist_ok=True)
     for method, summary in summaries.items():
-        study = open_study(params, summary["study"])
-        figure = optuna.visualization.plot_pareto_front(study, target_names=["efficacy", "utility"])
+        figure = optuna.visualization.plot_pareto_front(_recorded_study(params, method, summary),
+                                                        target_names=["efficacy", "utility"])
         figure.update_layout(title=f"{method}: {summary['study']}")
         with atomic_file(folder / f"{method}.html") as tmp:
-            figure.write_html(str(tmp), include_plotlyjs="directory", full_html=True)  # + plotly.min.js once
+            # a fixed div id: plotly draws a random one, and the same study gave other bytes (and hash) every run
+            figure.write_html(str(tmp), include_plotlyjs="directory", full_html=True,  # + plotly.min.js once
+                              div_id=f"pareto-front-{method}")
+
+
+def _recorded_study(params: Params, method: str, summary: dict) -> optuna.Study:
+    """An in-memory study of the finished trials ``summary`` records. The plot was drawn from the Optuna
+    storage, which a fresh clone lacks: there the stage opened empty studies and wrote empty plots."""
+    from mmunlearn.tuning.space import distribution
+    from mmunlearn.tuning.study import DIRECTIONS
+
+    space = params.tune.search_space.get(method, {})
+    study = optuna.create_study(study_name=summary["study"], directions=list(DIRECTIONS))
+    for row in summary["all"]:
+        study.add_trial(optuna.trial.create_trial(
+            values=[row["efficacy"], row["utility"]], params=row["params"],
+            distributions={name: distribution(space[name]) for name in row["params"]}))
+    return study
 
 
 def _markdown(titles: dict, summaries: dict, points: dict) -> str:

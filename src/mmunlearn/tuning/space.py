@@ -16,6 +16,15 @@ from optuna.samplers import BaseSampler, RandomSampler, TPESampler
 from mmunlearn.config import MethodConfig, SearchDimension
 
 
+def distribution(dim: SearchDimension) -> optuna.distributions.BaseDistribution:
+    """The Optuna distribution ``suggest`` draws ``dim`` from (to rebuild recorded trials)."""
+    if dim.choices is not None:
+        return optuna.distributions.CategoricalDistribution(list(dim.choices))
+    if dim.integer:
+        return optuna.distributions.IntDistribution(int(dim.low), int(dim.high), log=dim.log)
+    return optuna.distributions.FloatDistribution(dim.low, dim.high, log=dim.log)
+
+
 def suggest(trial: optuna.Trial, space: Mapping[str, SearchDimension]) -> dict:
     """One value per dimension, named as the method setting it overrides."""
     values = {}
