@@ -9,7 +9,6 @@ and with ``data.source: pinned`` nothing is generated at all.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from mmunlearn.atomic import atomic_dir
 from mmunlearn.config import Params
-from mmunlearn.data.schema import MANIFEST_FILE, save_benchmark
+from mmunlearn.data.schema import load_manifest, save_benchmark
 from mmunlearn.data.synthetic import GENERATOR, generate_benchmark
 from mmunlearn.errors import DataError
 
@@ -102,8 +101,8 @@ def _holds_other_data(folder: Path) -> bool:
     if not folder.is_dir() or not any(folder.iterdir()):
         return False
     try:
-        manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        manifest = load_manifest(folder)
+    except DataError:  # not JSON: not the generator's
         return True
     return not (isinstance(manifest, dict) and manifest.get("generator") == GENERATOR)
 

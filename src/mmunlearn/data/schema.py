@@ -278,7 +278,11 @@ def load_benchmark(folder: Path) -> Benchmark:
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: benchmark folder not found (run `mmunlearn data fetch`)")
-    manifest_path = folder / MANIFEST_FILE
-    manifest = _json_field(manifest_path.read_text(encoding="utf-8"), str(manifest_path), {}) if manifest_path.is_file() else {}
     parts = {part: read_profiles(folder / filename) for part, filename in BENCHMARK_FILES.items()}
-    return Benchmark(manifest=manifest, **parts)
+    return Benchmark(manifest=load_manifest(folder), **parts)
+
+
+def load_manifest(folder: Path) -> Any:
+    """The benchmark folder's manifest.json ({} when it has none); DataError when it is not JSON."""
+    manifest_path = Path(folder) / MANIFEST_FILE
+    return _json_field(manifest_path.read_text(encoding="utf-8"), str(manifest_path), {}) if manifest_path.is_file() else {}
