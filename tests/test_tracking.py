@@ -35,6 +35,19 @@ def test_flatten_and_secret_filtering():
     assert public_params(tree) == {"forget.image.mcq_acc": 0.5, "judge.model": "gpt-4o"}
 
 
+def test_params_that_count_tokens_are_logged_and_url_passwords_are_not():
+    """Any name holding "token" was left out (evaluation.max_new_tokens, judge.max_tokens, its prices per
+    million tokens: runs differing in them looked alike), while a password in a base_url was logged."""
+    tree = {"evaluation": {"max_new_tokens": 48, "judge": {
+        "max_tokens": 16, "usd_per_million_input_tokens": 2.5, "api_key_env": "OPENAI_API_KEY",
+        "base_url": "http://judge:sk-in-url@127.0.0.1:8000/v1"}},
+        "hub": {"hf_token": "hf_live", "password": "pw", "secret_key": "s"}}
+    assert public_params(tree) == {
+        "evaluation.max_new_tokens": 48, "evaluation.judge.max_tokens": 16,
+        "evaluation.judge.usd_per_million_input_tokens": 2.5, "evaluation.judge.api_key_env": "OPENAI_API_KEY",
+        "evaluation.judge.base_url": "http://judge:***@127.0.0.1:8000/v1"}
+
+
 def test_stage_run_is_read_back_through_the_client(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=tmp_path / "artifacts",
@@ -98,6 +111,15 @@ def test_runs_go_to_a_tracking_server_on_127_0_0_1(tmp_path, monkeypatch):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_an_unreachable_tracking_server_is_named_without_its_password(tmp_path):
+    config = TrackingConfig(uri=f"http://admin:pw-1234@127.0.0.1:{_free_port()}", artifact_root=tmp_path / "artifacts",
+                            experiment="study")
+    with pytest.raises(ConfigError, match=r"^tracking.uri: http://admin:\*\*\*@127.0.0.1:\d+ cannot be reached") as raised:
+        with stage_run(config, "evaluate", "ga", {}):
+            pass
+    assert "pw-1234" not in str(raised.value)
 
 
 def test_an_unreachable_tracking_server_is_named_at_once(tmp_path):

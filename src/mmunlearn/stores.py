@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from mmunlearn.errors import ConfigError, one_line
+from mmunlearn.secrets import mask_url_passwords
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -25,18 +26,17 @@ def is_lasting(error: Exception) -> bool:
     return isinstance(error, ImportError) or any(marker in text for marker in LASTING_FAILURES)
 
 
-def open_shared_store(open_store: Callable[[], T], store: str, fix: str,
-                      redact: Callable[[str], str] = lambda text: text, attempts: int = 5) -> T:
+def open_shared_store(open_store: Callable[[], T], store: str, fix: str, attempts: int = 5) -> T:
     """``open_store()``, tried again while workers race to create the store's tables; a failure that
     outlasts ``attempts``, or that no retry mends (`is_lasting`), ends in one line: ``<store> cannot be
-    opened (<error>); <fix>``, the error's text passed through ``redact`` (a driver may quote the URL,
-    password and all)."""
+    opened (<error>); <fix>``, without the password of any URL in the error's text (a driver may quote
+    the URL, password and all)."""
     for attempt in range(attempts):
         try:
             return open_store()
         except Exception as error:  # noqa: BLE001 — any of the racing workers' errors, SQLAlchemy's or the library's
             if attempt == attempts - 1 or is_lasting(error):
-                reason = redact(one_line(error, first_line_only=True))
+                reason = mask_url_passwords(one_line(error, first_line_only=True))
                 raise ConfigError(f"{store} cannot be opened ({type(error).__name__}: {reason}); {fix}") from None
             log.info("%s not ready, retrying", store)
             time.sleep(1 + attempt)

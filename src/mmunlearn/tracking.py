@@ -5,7 +5,7 @@ every param flattened (``finetune.lora.r``), every metric flattened (``forget.im
 for the git commit, the data.dvc hash and the machine (CPU model and the kernel set torch runs on it:
 trained weights differ in their last bits between CPU models, so runs from two machines differ in
 their figures, and the tags say why), and adapters/reports as artifacts. Secrets never reach it:
-params pass through ``public_params`` first.
+params pass through ``public_params`` first (credentials left out, URL passwords masked).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from mmunlearn.config import TrackingConfig
+from mmunlearn.secrets import mask_url_passwords, names_a_credential
 
 log = logging.getLogger(__name__)
-SECRET_MARKERS = ("api_key", "apikey", "secret", "token", "password")
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -39,8 +39,10 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def public_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Flattened params without anything that looks like a credential."""
-    return {k: v for k, v in flatten(params).items() if not any(m in k.lower() for m in SECRET_MARKERS)}
+    """Flattened params without the ones that name a credential, and no URL's password (a base_url or a
+    tracking URI may carry one)."""
+    return {k: mask_url_passwords(v) if isinstance(v, str) else v
+            for k, v in flatten(params).items() if not names_a_credential(k)}
 
 
 def _git_commit() -> str:
@@ -102,15 +104,16 @@ def _experiment_id(config: TrackingConfig) -> str:
     from mmunlearn.network import unreachable
     from mmunlearn.stores import open_shared_store
 
+    shown = mask_url_passwords(config.uri)
     if config.uri.startswith(("http://", "https://")):
         problem = unreachable(config.uri)
         if problem:  # MLflow's client retries a refused connection for over ten minutes
-            raise ConfigError(f"tracking.uri: {config.uri} cannot be reached ({problem}): start the server "
+            raise ConfigError(f"tracking.uri: {shown} cannot be reached ({problem}): start the server "
                               "(README, \"Experiment tracking\") or set tracking.uri to a local store, "
                               "e.g. sqlite:///mlflow.db")
     mlflow.set_tracking_uri(config.uri)
     experiment = open_shared_store(lambda: mlflow.get_experiment_by_name(config.experiment),
-                                   f"tracking.uri: the store {config.uri}",
+                                   f"tracking.uri: the store {shown}",
                                    "repair or move it, or set tracking.uri to another store")
     if experiment is not None:
         return experiment.experiment_id

@@ -150,3 +150,43 @@ def test_the_server_in_openai_base_url_is_the_one_checked_and_asked(tmp_path, mo
     assert [v.score for v in verdicts] == [6] and len(server.requests) == 1
     with pytest.raises(ConfigError, match=f"^evaluation.judge.base_url: {server.base_url} cannot be reached"):
         build_judge(JudgeConfig(enabled=True, api_key_env="MY_JUDGE_KEY", cache=tmp_path / "cache.sqlite"))
+
+
+def test_a_base_url_password_is_masked_in_errors(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("MY_JUDGE_KEY", "sk-test-secret-4321")
+    with OpenAICompatibleServer(lambda messages: 401) as server:
+        base_url = server.base_url.replace("http://", "http://judge:pw-in-url@")
+        judge = build_judge(JudgeConfig(enabled=True, base_url=base_url, api_key_env="MY_JUDGE_KEY",
+                                        cache=tmp_path / "cache.sqlite", backoff_s=0.0))
+        with pytest.raises(ConfigError) as refused:
+            judge.score_all(CASES[:1])
+    with pytest.raises(ConfigError) as unreachable:
+        build_judge(JudgeConfig(enabled=True, base_url=base_url, cache=tmp_path / "cache.sqlite"))
+    for error in (refused, unreachable):
+        assert "judge:***@127.0.0.1" in str(error.value) and "pw-in-url" not in str(error.value)
+    assert "pw-in-url" not in caplog.text
+
+
+def test_a_damaged_cache_is_named_before_any_answer_is_asked(tmp_path):
+    """Was a traceback from sqlite3, raised once the evaluation had run, with the MLflow run left failed."""
+    cache = tmp_path / "cache.sqlite"
+    cache.write_bytes(b"garbage" * 200)
+    with OpenAICompatibleServer(lambda messages: "Score: 5") as server:
+        with pytest.raises(ConfigError, match=rf"^evaluation.judge.cache: {cache} is not a judge cache \(file is not a database\)"):
+            build_judge(JudgeConfig(enabled=True, base_url=server.base_url, cache=cache))
+    assert len(server.requests) == 0
+
+
+@pytest.mark.parametrize("stored", [42, 0, None, 7.5, "seven"])
+def test_a_cached_row_that_is_no_score_is_asked_again(tmp_path, stored):
+    """A score outside 1..10 written into the cache (by hand, another tool) went into the metrics as is."""
+    import sqlite3
+
+    with OpenAICompatibleServer(lambda messages: "Score: 6") as server:
+        _judge(tmp_path, server).score_all(CASES[:1])
+        with sqlite3.connect(tmp_path / "cache.sqlite") as db:
+            db.execute("UPDATE verdicts SET score = ?", (stored,))
+        again = _judge(tmp_path, server)
+        verdicts = again.score_all(CASES[:1])
+    assert [(v.score, v.cached) for v in verdicts] == [(6, False)]
+    assert len(server.requests) == 2 and again.usage.cache_hits == 0

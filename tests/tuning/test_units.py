@@ -10,7 +10,8 @@ from mmunlearn.errors import ConfigError
 from mmunlearn.tuning.front import dominates, on_front, operating_point, pareto_front
 from mmunlearn.tuning.objectives import Objectives, metric_value
 from mmunlearn.tuning.space import SeededStartupSampler, suggest, with_overrides
-from mmunlearn.tuning.study import open_study, redact_url
+from mmunlearn.secrets import mask_url_passwords
+from mmunlearn.tuning.study import open_study
 
 
 def _point(trial, efficacy, utility):
@@ -79,8 +80,8 @@ def test_startup_draws_depend_on_seed_and_trial_number_only():
 
 
 def test_storage_urls_are_logged_without_their_password():
-    assert "s3cret" not in redact_url("postgresql://me:s3cret@db.example:5432/optuna")
-    assert redact_url("sqlite:///optuna.db") == "sqlite:///optuna.db"
+    assert "s3cret" not in mask_url_passwords("postgresql://me:s3cret@db.example:5432/optuna")
+    assert mask_url_passwords("sqlite:///optuna.db") == "sqlite:///optuna.db"
 
 
 @pytest.mark.parametrize("storage", ["sqlite:///{folder}/optuna.db", "postgresql://me:s3cret@127.0.0.1:9/optuna"])
@@ -90,6 +91,6 @@ def test_a_storage_that_cannot_be_opened_ends_in_one_line_naming_tune_storage(tm
     with pytest.raises(ConfigError) as raised:  # after the retries that let racing workers create the tables
         open_study(Params(tune=TuneConfig(storage=storage)), "mmunlearn-ga-test")
     message = str(raised.value)
-    assert message.startswith(f"tune.storage: the storage {redact_url(storage)} cannot be opened (")
+    assert message.startswith(f"tune.storage: the storage {mask_url_passwords(storage)} cannot be opened (")
     assert message.endswith("set tune.storage to another storage") and "\n" not in message
     assert "s3cret" not in message

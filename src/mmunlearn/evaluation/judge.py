@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from mmunlearn.config import JudgeConfig
 from mmunlearn.errors import ConfigError
+from mmunlearn.secrets import mask_url_passwords
 
 log = logging.getLogger(__name__)
 
@@ -131,17 +132,26 @@ class JudgeCache:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path)
-        self._db.execute("CREATE TABLE IF NOT EXISTS verdicts (model TEXT, prompt_sha256 TEXT, prompt TEXT, "
-                         "reply TEXT, score INTEGER, PRIMARY KEY (model, prompt_sha256))")
+        try:
+            self._db.execute("CREATE TABLE IF NOT EXISTS verdicts (model TEXT, prompt_sha256 TEXT, prompt TEXT, "
+                             "reply TEXT, score INTEGER, PRIMARY KEY (model, prompt_sha256))")
+            self._db.execute("SELECT model, prompt_sha256, prompt, reply, score FROM verdicts LIMIT 1").fetchall()
+        except sqlite3.DatabaseError as error:  # not SQLite, or another table of that name
+            self._db.close()
+            raise ConfigError(f"evaluation.judge.cache: {path} is not a judge cache ({error}); move or delete it "
+                              "(its answers are then asked again), or set judge.cache to another file") from None
 
     @staticmethod
     def _key(prompt: str) -> str:
         return hashlib.sha256(prompt.encode("utf-8")).hexdigest()
 
     def get(self, model: str, prompt: str) -> int | None:
+        """The cached score, or None: none cached, or not one a judge's reply could give (a row written by
+        hand or another tool is asked again, never passed on as a score)."""
         row = self._db.execute("SELECT score FROM verdicts WHERE model = ? AND prompt_sha256 = ?",
                                (model, self._key(prompt))).fetchone()
-        return None if row is None else int(row[0])
+        score = None if row is None else row[0]
+        return score if type(score) is int and 1 <= score <= 10 else None
 
     def put(self, model: str, prompt: str, reply: str, score: int) -> None:
         with self._db:
@@ -175,7 +185,7 @@ class FactualityJudge:
                 refusal = _refusal(self.settings, _server_url(self._client), exc)
                 if refusal is not None:
                     raise refusal from None
-                error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                error = f"{type(exc).__name__}: {mask_url_passwords(str(exc))[:200]}"
                 with self._usage_lock:
                     self.usage.requests += 1
                 continue
@@ -243,8 +253,9 @@ def _refusal(settings: JudgeConfig, where: str, error: Exception) -> JudgeRefuse
 
 
 def _server_url(client) -> str:
-    """The URL the client resolved (base_url, else $OPENAI_BASE_URL, else OpenAI's): the one checked and named."""
-    return str(client.base_url).rstrip("/")
+    """The URL the client resolved (base_url, else $OPENAI_BASE_URL, else OpenAI's): the one checked and named
+    (its password masked)."""
+    return mask_url_passwords(str(client.base_url).rstrip("/"))
 
 
 def build_judge(settings: JudgeConfig) -> FactualityJudge | None:
@@ -266,4 +277,5 @@ def build_judge(settings: JudgeConfig) -> FactualityJudge | None:
     if problem:  # else each answer would pay 1 + max_retries refused requests and their backoff
         raise ConfigError(f"evaluation.judge.base_url: {where} cannot be reached ({problem}): start the server, "
                           "or set base_url to one that runs, or judge.enabled: false")
+    JudgeCache(settings.cache).close()  # a damaged cache is named now, not after the model work
     return FactualityJudge(settings, client)

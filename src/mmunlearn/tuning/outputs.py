@@ -17,6 +17,7 @@ from optuna.trial import TrialState  # noqa: E402
 from mmunlearn.atomic import atomic_file, read_json, write_json, write_text  # noqa: E402
 from mmunlearn.config import Params  # noqa: E402
 from mmunlearn.errors import DataError  # noqa: E402
+from mmunlearn.secrets import mask_url_passwords  # noqa: E402
 from mmunlearn.tuning.front import operating_point, pareto_front  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def front_plot_path(params: Params, method: str) -> Path:
 
 
 def study_summary(params: Params, method: str, study: optuna.Study, vanilla: dict, budget: int) -> dict:
-    from mmunlearn.tuning.study import counts, redact_url
+    from mmunlearn.tuning.study import counts
 
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if "duplicate_of" not in t.user_attrs]
@@ -41,7 +42,7 @@ def study_summary(params: Params, method: str, study: optuna.Study, vanilla: dic
     front = pareto_front(points)
     chosen = operating_point(front, vanilla["utility"], params.tune.max_utility_loss)
     return {
-        "method": method, "study": study.study_name, "storage": redact_url(params.tune.storage),
+        "method": method, "study": study.study_name, "storage": mask_url_passwords(params.tune.storage),
         "objectives": {"efficacy": list(params.tune.efficacy), "utility": list(params.tune.utility),
                        "directions": ["minimize", "maximize"]},
         "budget": budget, "trials": counts(study), "vanilla": vanilla,

@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 from mmunlearn.atomic import read_json
 from mmunlearn.config import Params
 from mmunlearn.errors import ConfigError, DataError
+from mmunlearn.secrets import mask_url_passwords
 from mmunlearn.tuning.front import on_front
 from mmunlearn.tuning.objectives import Objectives
 from mmunlearn.tuning.space import SeededStartupSampler, suggest, with_overrides
@@ -86,20 +87,8 @@ def open_study(params: Params, name: str) -> optuna.Study:
                                    load_if_exists=True, sampler=SeededStartupSampler(tune.seed, tune.startup_trials))
 
     # workers starting together race to create a new storage's tables (or the study)
-    hidden = redact_url(tune.storage)
-    return open_shared_store(open_it, f"tune.storage: the storage {hidden}",
-                             "repair or move it, or set tune.storage to another storage",
-                             redact=lambda text: text.replace(tune.storage, hidden))
-
-
-def redact_url(url: str) -> str:
-    """A storage URL without its password (postgresql://user:secret@host/db → postgresql://user:***@host/db)."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("@")[-1]
+    return open_shared_store(open_it, f"tune.storage: the storage {mask_url_passwords(tune.storage)}",
+                             "repair or move it, or set tune.storage to another storage")
 
 
 def vanilla_objectives(params: Params, objectives: Objectives) -> dict[str, float]:
@@ -241,10 +230,10 @@ def tune(params: Params, method: str, trials: int | None = None) -> dict:
     log_params = {"tune": params.tune.model_dump(mode="json", exclude={"search_space", "storage"}),
                   "search_space": {k: v.model_dump(mode="json") for k, v in params.tune.search_space.get(method, {}).items()},
                   "method": {method: params.methods[method].model_dump(mode="json")},
-                  "storage": redact_url(params.tune.storage)}
+                  "storage": mask_url_passwords(params.tune.storage)}
     parent = tracking.shared_parent_run(params.tracking, STAGE, name, log_params, params.paths.data_dvc)
     runner = TrialRunner(params, method, name, budget, parent, vanilla)
-    log.info("tune %s: study %s in %s, %d trials in total", method, name, redact_url(params.tune.storage), budget)
+    log.info("tune %s: study %s in %s, %d trials in total", method, name, mask_url_passwords(params.tune.storage), budget)
     _work(study, runner, budget, poll_s=min(5.0, params.tune.heartbeat_s))
     summary = write_study_outputs(params, method, study, vanilla, budget)
     finished = sum(n for state, n in summary["trials"].items() if state not in ("running", "waiting"))
