@@ -1,6 +1,9 @@
 """Write outputs all-or-nothing: build under a temporary sibling path, then rename into place.
 
-A crash or an error mid-way leaves the previous output (or nothing), never a half-written one. A JSON
+A crash or an error mid-way leaves the previous output (or nothing), never a half-written one. A folder
+is replaced only when it is an earlier output of the same kind (it holds one of the writer's mark files)
+or empty: a mistyped path (``--out data``, paths.splits set to the folder that holds the benchmark) was
+wiped whole. Outputs get the permissions the umask gives new files (temporary ones are private). A JSON
 output read back by a later stage (``read_json``) fails with one line naming the file if it is not one.
 """
 
@@ -18,17 +21,44 @@ from typing import Any
 from mmunlearn.errors import DataError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish(path: Path, mode: int) -> None:
+    """Give a temporary (owner-only) path the mode ``open``/``mkdir`` would have given it."""
+    path.chmod(mode & ~_umask())
+
+
+def _check_replaceable(target: Path, marks: tuple[str, ...]) -> None:
+    if target.exists() and not target.is_dir():
+        raise DataError(f"{target}: is a file, not a folder; refusing to replace it")
+    if target.is_dir() and not any((target / mark).is_file() for mark in marks):
+        entries = sorted(entry.name for entry in target.iterdir())
+        if entries:
+            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+            raise DataError(f"{target}: holds files this command did not write ({shown}); refusing to replace "
+                            "it: move them, or write to another folder")
+
+
 @contextlib.contextmanager
-def atomic_dir(target: Path) -> Iterator[Path]:
-    """Yield an empty temporary directory; on success it replaces ``target`` whole."""
+def atomic_dir(target: Path, marks: tuple[str, ...]) -> Iterator[Path]:
+    """Yield an empty temporary directory; on success it replaces ``target`` whole. ``marks``: the file
+    names (any one) that show ``target`` is an earlier output of this kind; any other non-empty folder,
+    or a file, is left alone with a DataError, checked before the work and again before the swap."""
     target = Path(target)
+    _check_replaceable(target, marks)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield staging
+        _check_replaceable(target, marks)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    _publish(staging, 0o777)
     retired = None
     if target.exists():
         retired = target.with_name(f".{target.name}.old-{os.getpid()}")
@@ -51,6 +81,7 @@ def atomic_file(target: Path) -> Iterator[Path]:
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
+    _publish(staging, 0o666)
     os.replace(staging, target)
 
 

@@ -61,12 +61,12 @@ def data_import_unlok(
 ) -> None:
     """Import a local copy of UnLOK-VQA into the benchmark layout, for the same split/unlearn/attack study."""
     from mmunlearn.atomic import atomic_dir
-    from mmunlearn.data.schema import save_benchmark
+    from mmunlearn.data.schema import MANIFEST_FILE, save_benchmark
     from mmunlearn.data.unlok import import_unlok
 
     benchmark = import_unlok(records, images)
     target = Path(out or _params(ctx).paths.benchmark)
-    with atomic_dir(target) as staging:
+    with atomic_dir(target, marks=(MANIFEST_FILE,)) as staging:
         save_benchmark(staging, benchmark)
     typer.echo(f"import-unlok: {len(benchmark.full)} records → {target} "
                f"(pose rungs {benchmark.manifest['pose_rungs']}; set data.test_pose_difficulties to match)")

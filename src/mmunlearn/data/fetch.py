@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mmunlearn.atomic import atomic_dir
 from mmunlearn.config import Params
-from mmunlearn.data.schema import load_manifest, save_benchmark
+from mmunlearn.data.schema import MANIFEST_FILE, load_manifest, save_benchmark
 from mmunlearn.data.synthetic import GENERATOR, generate_benchmark
 from mmunlearn.errors import DataError
 
@@ -29,7 +29,7 @@ def synthesise(params: Params, out: Path | None = None) -> Path:
     """Generate the synthetic benchmark into ``out`` (default: paths.benchmark), all-or-nothing."""
     target = Path(out or params.paths.benchmark)
     benchmark = generate_benchmark(params.data)
-    with atomic_dir(target) as staging:
+    with atomic_dir(target, marks=(MANIFEST_FILE,)) as staging:
         save_benchmark(staging, benchmark)
     log.info("wrote %s (%d profiles, %d celebrities)", target, len(benchmark.full), len(benchmark.celebrity))
     return target

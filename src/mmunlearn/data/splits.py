@@ -53,7 +53,7 @@ def make_split(benchmark: Benchmark, config: SplitConfig) -> Split:
 
 
 def save_split(split: Split, folder: Path) -> None:
-    with atomic_dir(folder) as staging:
+    with atomic_dir(folder, marks=(SPLIT_MANIFEST,)) as staging:
         for part in SPLIT_PARTS:
             write_profiles(staging / f"{part}.parquet", getattr(split, part))
         (staging / SPLIT_MANIFEST).write_text(json.dumps(split.manifest, indent=2, sort_keys=True) + "\n",

@@ -54,8 +54,10 @@ def build_base(params: Params) -> Path:
     if params.model.name != TINY:
         from mmunlearn.models.loading import available_locally
 
+        from mmunlearn.models.study import MODEL_FOLDER_MARKS
+
         available_locally(params.model.name)  # fail here, not stages later, when it cannot be had
-        with atomic_dir(target) as staging:
+        with atomic_dir(target, MODEL_FOLDER_MARKS) as staging:
             (staging / SOURCE_FILE).write_text(json.dumps({"model": params.model.name}) + "\n")
         log.info("base model is %s (loaded from the hub cache or folder at each stage)", params.model.name)
         return target

@@ -14,9 +14,11 @@ from pathlib import Path
 from mmunlearn.atomic import read_json
 from mmunlearn.config import Params
 from mmunlearn.errors import MmunlearnError
-from mmunlearn.models.base import base_source
+from mmunlearn.models.base import SOURCE_FILE, base_source
 
 STACK_FILE = "stack.json"
+# One of these in a folder shows it is a model folder a stage wrote (full model, adapter, stack, hub pointer).
+MODEL_FOLDER_MARKS = ("config.json", "adapter_config.json", STACK_FILE, SOURCE_FILE)
 ADAPTER_CONFIG = "adapter_config.json"  # what peft's save_pretrained writes into an adapter folder
 
 

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from mmunlearn.atomic import atomic_dir
 from mmunlearn.config import FinetuneConfig, MethodConfig, Params, TrainConfig, model_id
 from mmunlearn.models.prompts import encode_prompts
+from mmunlearn.models.study import MODEL_FOLDER_MARKS
 from mmunlearn.training.arguments import training_arguments
 from mmunlearn.training.data import TextExample, encode_example
 from mmunlearn.training.trainer import Collator, EncodedDataset, ForgetRetainDataset, LossFn, run_training
@@ -110,7 +111,7 @@ def train_on_examples(params: Params, stage: str, model_name: str, model, datase
         state_dict = _gathered_state_dict(trainer)
         if main:
             tracking.log_metrics({**_loss_summary(trainer), "train.examples": float(len(dataset))})
-            with atomic_dir(target) as staging:
+            with atomic_dir(target, MODEL_FOLDER_MARKS) as staging:
                 save(staging, state_dict)
             tracking.log_artifacts(target, model_name)
             shutil.rmtree(checkpoints, ignore_errors=True)  # done: nothing left to resume
@@ -285,7 +286,7 @@ def unlearn(params: Params, method: str, modality: str) -> Path:
     if config.forget is None:  # evaluation-time method: nothing to train
         if is_main_process():
             with tracking.stage_run(params.tracking, "unlearn", name, log_params, params.paths.data_dvc):
-                with atomic_dir(target) as staging:
+                with atomic_dir(target, MODEL_FOLDER_MARKS) as staging:
                     write_stack(staging, adapter=False, **stack)
         return target
     job = prepare_unlearning(params, method, config, modality)
