@@ -162,6 +162,18 @@ def test_a_missing_model_folder_is_named(project, capsys):
     _assert_one_clean_line(code, err, "model.name", "./weights/llava", "does not exist")
 
 
+def test_a_model_folder_with_only_bin_weights_is_refused_by_base(project, capsys):
+    """It passed `base`; `finetune` then refused it, advising a rebuild that cannot help a user's folder."""
+    weights = project / "weights" / "llava"
+    weights.mkdir(parents=True)
+    (weights / "config.json").write_text('{"model_type": "llava"}')
+    (weights / "pytorch_model.bin").write_bytes(b"pickled weights")
+    (project / "params.yaml").write_text("model:\n  name: ./weights/llava\n")
+    code, _, err = run_cli(["base"], capsys)
+    _assert_one_clean_line(code, err, "model.name", "./weights/llava", "safetensors only")
+    assert not (project / "models").exists()
+
+
 def test_evaluating_a_model_not_built_yet_names_its_folder_at_once(project, capsys, monkeypatch):
     """peft would look a missing adapter folder up on the hub, retrying for ~25 s, then raise a traceback."""
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # were anything to ask the hub, it would fail here

@@ -9,7 +9,13 @@ from huggingface_hub import constants
 from mmunlearn.config import DataConfig
 from mmunlearn.data.synthetic import generate_benchmark
 from mmunlearn.errors import ConfigError, DataError
-from mmunlearn.models.loading import DEVICE_ENV, available_locally, compute_device, load_model
+from mmunlearn.models.loading import (
+    DEVICE_ENV,
+    available_locally,
+    check_model_folder,
+    compute_device,
+    load_model,
+)
 from mmunlearn.models.tiny import build_tiny_model, tokenizer_corpus
 from tests.conftest import SMALL_DATA
 from tests.models.test_tiny import SMALL_ARCH
@@ -92,6 +98,7 @@ def test_training_follows_the_same_device_rule(monkeypatch, tmp_path):
      "SafetensorError"),  # cut short: an interrupted copy
     (lambda folder: (folder / "config.json").write_text('{"model_type": '), "JSONDecodeError"),
     (lambda folder: (folder / "model.safetensors").unlink(), "OSError"),
+    (lambda folder: (folder / "config.json").unlink(), "ValueError"),  # was a traceback ("Unrecognized model")
 ])
 def test_a_damaged_model_folder_is_named_in_one_error(tiny, tmp_path, damage, error):
     model, processor = tiny
@@ -117,3 +124,50 @@ def test_a_damaged_adapter_is_named_not_its_base(tiny, tmp_path):
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(DataError, match=f"^{adapter}: its files cannot be loaded \\(SafetensorError"):
         load_model(base, adapter)
+
+
+def test_a_missing_adapter_file_is_named_not_a_traceback(tiny, tmp_path):
+    """peft took the folder for a hub id and raised HFValidationError, a traceback."""
+    from mmunlearn.config import LoraSettings
+    from mmunlearn.models.loading import add_lora, save_adapter
+
+    model, processor = tiny
+    base, adapter = tmp_path / "base", tmp_path / "vanilla"
+    model.save_pretrained(base)
+    processor.save_pretrained(base)
+    save_adapter(add_lora(load_model(base).model, LoraSettings(r=2, alpha=2)), adapter)
+    (adapter / "adapter_model.safetensors").unlink()
+    with pytest.raises(DataError, match=f"^{adapter}: its files cannot be loaded .*dvc repro"):
+        load_model(base, adapter)
+
+
+def test_a_model_folder_is_checked_when_named_and_found_under_a_tilde(tiny, tmp_path, monkeypatch):
+    """A folder written ~/... was 'does not exist'; a folder of .bin weights or needing its own code passed
+    the base stage and failed, with a traceback or a fix that cannot help, in the first stage to load it."""
+    import json
+
+    model, processor = tiny
+    monkeypatch.setenv("HOME", str(tmp_path))
+    folder = tmp_path / "my-llava"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    assert available_locally("~/my-llava")
+    check_model_folder("~/my-llava")
+    assert load_model("~/my-llava").model is not None
+
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "my_llava",
+                                                    "auto_map": {"AutoConfig": "configuration_my.MyConfig"}}))
+    with pytest.raises(ConfigError, match=r"^~/my-llava: loading it runs code that comes with it, and "
+                                          r"model.trust_remote_code is false"):
+        check_model_folder("~/my-llava")
+    (folder / "config.json").write_text(json.dumps(config))
+
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ConfigError, match=r"holds no safetensors weights \(pytorch_model.bin there\): weights load "
+                                          "from safetensors only"):
+        check_model_folder(folder)
+    (folder / "config.json").unlink()
+    with pytest.raises(ConfigError, match="has no config.json"):
+        check_model_folder(folder)

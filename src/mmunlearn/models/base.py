@@ -52,11 +52,12 @@ def untrained_tiny(params: Params, benchmark):
 def build_base(params: Params) -> Path:
     target = base_dir(params)
     if params.model.name != TINY:
-        from mmunlearn.models.loading import available_locally
-
+        from mmunlearn.models.loading import available_locally, check_model_folder, expanded
         from mmunlearn.models.study import MODEL_FOLDER_MARKS
 
-        available_locally(params.model.name)  # fail here, not stages later, when it cannot be had
+        # fail here, not stages later, when it cannot be had
+        if available_locally(params.model.name) and Path(expanded(params.model.name)).is_dir():
+            check_model_folder(params.model.name, params.model.trust_remote_code)
         with atomic_dir(target, MODEL_FOLDER_MARKS) as staging:
             (staging / SOURCE_FILE).write_text(json.dumps({"model": params.model.name}) + "\n")
         log.info("base model is %s (loaded from the hub cache or folder at each stage)", params.model.name)

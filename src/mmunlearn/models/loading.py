@@ -37,6 +37,11 @@ def _dtype(name: str):
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")  # one file, or the index of its shards
 
 
+def expanded(source: str | Path) -> str:
+    """``model.name`` with a leading ``~`` expanded: written so, a folder was taken for a missing one."""
+    return str(Path(source).expanduser()) if str(source).startswith("~") else str(source)
+
+
 def available_locally(source: str | Path) -> bool:
     """Whether ``source`` (params ``model.name``) loads without the network: a folder, or a hub id whose
     files are in the Hugging Face cache. A hub id that is not cached must be downloaded: if the hub is
@@ -49,7 +54,7 @@ def available_locally(source: str | Path) -> bool:
     from mmunlearn.errors import ConfigError
     from mmunlearn.network import unreachable
 
-    if Path(source).is_dir():
+    if Path(expanded(source)).is_dir():
         return True
     name = str(source)
     if name.startswith((".", "/", "~")):
@@ -94,17 +99,41 @@ def _require_on_hub(name: str, endpoint: str) -> None:
 @contextlib.contextmanager
 def files_of(source: str | Path) -> Iterator[None]:
     """Name ``source`` (a model or adapter folder, or a hub id) in one line if its files cannot be read: a
-    weight file cut short (an interrupted copy), a config that is not JSON, a file missing."""
+    weight file cut short (an interrupted copy), a config that is not JSON, a file missing (transformers
+    and peft say so with a ValueError too), or code of its own to run while trust_remote_code is off."""
     from safetensors import SafetensorError
 
-    from mmunlearn.errors import DataError, one_line
+    from mmunlearn.errors import ConfigError, DataError, one_line
 
     try:
         yield
-    except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
-        fix = "rebuild it (dvc repro) or copy it again" if Path(source).is_dir() else "check model.name"
+    except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError, OSError, ValueError) as error:
+        if "trust_remote_code" in str(error):
+            raise ConfigError(f"{source}: loading it runs code that comes with it, and model.trust_remote_code is "
+                              "false: set it to true if you trust that code") from None
+        fix = ("if a stage wrote it, rebuild it (dvc repro); else copy it again" if Path(expanded(source)).is_dir()
+               else "check model.name")
         raise DataError(f"{source}: its files cannot be loaded ({type(error).__name__}: {one_line(error)}); "
                         f"{fix}") from None
+
+
+def check_model_folder(folder: str | Path, trust_remote_code: bool = False) -> None:
+    """Fail now, in one line, when a folder named by model.name will not load: no config, weights other
+    than safetensors, or code of its own to run (else the first stage that loads it fails, later)."""
+    from transformers import AutoConfig
+
+    from mmunlearn.errors import ConfigError
+
+    path = Path(expanded(folder))
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"model.name: {folder} has no config.json: not a saved model folder (save_pretrained writes one)")
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        found = sorted(p.name for p in path.glob("*.bin")) or sorted(p.name for p in path.glob("*.pt*"))
+        raise ConfigError(f"model.name: {folder} holds no safetensors weights ({', '.join(found) or 'no weights'} "
+                          f"there): weights load from safetensors only; convert them (save_pretrained writes "
+                          f"safetensors)")
+    with files_of(folder):
+        AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code, local_files_only=True)
 
 
 def load_model(source: str | Path, adapter: str | Path | None = None, *, trust_remote_code: bool = False,
@@ -113,6 +142,7 @@ def load_model(source: str | Path, adapter: str | Path | None = None, *, trust_r
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     common = {"trust_remote_code": trust_remote_code, "local_files_only": available_locally(source)}
+    source = expanded(source)
     with files_of(source):
         processor = AutoProcessor.from_pretrained(str(source), **common)
         model = AutoModelForImageTextToText.from_pretrained(str(source), dtype=_dtype(dtype), use_safetensors=True,
