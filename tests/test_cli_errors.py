@@ -45,12 +45,31 @@ def test_missing_params_file(project, capsys):
     ("finetune_retain:\n  mcq_drills: -1\n", ("params.yaml", "finetune_retain.mcq_drills")),
     ("finetune:\n  image_mcq_drills: -2\n", ("params.yaml", "finetune.image_mcq_drills")),
     ("finetune:\n  mcq_demo_drills: one\n", ("params.yaml", "finetune.mcq_demo_drills")),
+    # each of these was accepted or a traceback before
+    ("split:\n  seed: 1\nsplit:\n  seed: 2\n", ("params.yaml", "line 3", "'split' is given twice")),
+    ("methods:\n  ga: {forget: ga, lr: .inf}\n", ("params.yaml", "methods.ga.lr", "finite")),
+    ("finetune: [1, 2]\nfinetune_retain:\n  epochs: 1\n", ("params.yaml", "finetune", "dictionary")),
 ])
 def test_malformed_params_name_the_field(project, capsys, text, needles):
     (project / "params.yaml").write_text(text)
     code, _, err = run_cli(["data", "synth"], capsys)
     _assert_one_clean_line(code, err, *needles)
     assert not (project / "data").exists()
+
+
+def test_a_params_file_that_is_not_utf8_is_named(project, capsys):
+    (project / "params.yaml").write_bytes(b"\xff\xfesplit: {}\n")
+    code, _, err = run_cli(["data", "synth"], capsys)
+    _assert_one_clean_line(code, err, "params.yaml", "not UTF-8")
+
+
+@pytest.mark.parametrize("method", ["{forget: bogus}", "{forget: ga, retain: bogus}"])
+def test_a_misspelt_objective_fails_before_any_training(project, capsys, method):
+    """It passed every check until the first unlearning stage, after base and vanilla had trained."""
+    (project / "other.yaml").write_text(f"methods:\n  ga: {method}\n")
+    code, _, err = run_cli(["--params", "other.yaml", "base"], capsys)
+    _assert_one_clean_line(code, err, "other.yaml: methods.ga", "bogus")
+    assert not (project / "models").exists()
 
 
 def test_validate_without_data_says_how_to_get_it(project, capsys):

@@ -104,9 +104,12 @@ def split(ctx: typer.Context) -> None:
 @app.command("base")
 def base(ctx: typer.Context) -> None:
     """Build (tiny default) or resolve (hub id / folder) the starting model."""
+    from mmunlearn.methods import check_methods
     from mmunlearn.models.base import build_base
 
-    typer.echo(f"base: {build_base(_params(ctx))}")
+    params = _params(ctx)
+    check_methods(params)  # the pipeline's first training stage: a misspelt objective fails here
+    typer.echo(f"base: {build_base(params)}")
 
 
 @app.command("finetune")
@@ -117,9 +120,13 @@ def finetune(ctx: typer.Context,
     from mmunlearn.errors import ConfigError
     from mmunlearn.training.stages import finetune as run_finetune
 
+    from mmunlearn.methods import check_methods
+
     if subset not in ("all", "retain"):
         raise ConfigError(f"--subset {subset!r}: expected 'all' or 'retain'")
-    typer.echo(f"finetune: {run_finetune(_params(ctx), subset)}")
+    params = _params(ctx)
+    check_methods(params)
+    typer.echo(f"finetune: {run_finetune(params, subset)}")
 
 
 @app.command("unlearn")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from mmunlearn.errors import ConfigError
 
@@ -18,7 +18,7 @@ DEFAULT_PARAMS_FILE = Path("params.yaml")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # lr: .inf passed `gt=0`
 
 
 class PathsConfig(_Section):
@@ -388,12 +388,19 @@ class Params(_Section):
     attack: AttackConfig = AttackConfig()
     tune: TuneConfig = TuneConfig()
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
+    _source: Path = PrivateAttr(default=DEFAULT_PARAMS_FILE)  # the file read: errors found later name it
+
+    @property
+    def source(self) -> Path:
+        return self._source
 
     @model_validator(mode="before")
     @classmethod
     def _retain_recipe_over_finetune(cls, raw):
-        if isinstance(raw, dict) and isinstance(raw.get("finetune_retain"), dict):
+        # a finetune that is no mapping is left to the field check, which names it
+        if isinstance(raw, dict) and isinstance(raw.get("finetune_retain"), dict) \
+                and isinstance(raw.get("finetune") or {}, dict):
             raw = {**raw, "finetune_retain": overlay(raw.get("finetune") or {}, raw["finetune_retain"])}
         return raw
 
@@ -471,16 +478,37 @@ def load_params(path: Path | str = DEFAULT_PARAMS_FILE) -> Params:
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from exc
+        problem = f": {exc.problem}" if getattr(exc, "problem", None) else ""
+        raise ConfigError(f"{path}: not valid YAML{where}{problem}") from exc
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"{path}: {_describe(exc)}") from exc
+    params._source = path
+    return params
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (a second `split:` section silently
+    replaced the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may be overridden key by key
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"{key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)

@@ -225,15 +225,12 @@ def prepare_unlearning(params: Params, method: str, config: MethodConfig, modali
     from mmunlearn.data.schema import Modality
     from mmunlearn.data.splits import load_split
     from mmunlearn.errors import ConfigError
-    from mmunlearn.methods import compose
+    from mmunlearn.methods import composed_loss
     from mmunlearn.models.loading import add_lora, merge_adapter, place
     from mmunlearn.models.study import load_study_model
     from mmunlearn.training.examples import ALTERNATIVES, recipe_examples, value_pools, with_prompt_prefixes
 
-    try:
-        loss = compose(config)
-    except KeyError as exc:
-        raise ConfigError(f"params.yaml: methods.{method}: {exc.args[0]}") from None
+    loss = composed_loss(params, method)
     if loss.reference_logprobs and config.reference == "retain" and not (params.paths.models / "retain").is_dir():
         raise ConfigError(f"{params.paths.models / 'retain'}: not found; methods.{method}.reference: retain needs "
                           "`mmunlearn finetune --subset retain` first")
@@ -275,7 +272,7 @@ def unlearn(params: Params, method: str, modality: str) -> Path:
     from mmunlearn.models.study import write_stack
 
     if method not in params.methods:
-        raise ConfigError(f"params.yaml: methods.{method}: no such method (have: {sorted(params.methods)})")
+        raise ConfigError(f"{params.source}: methods.{method}: no such method (have: {sorted(params.methods)})")
     check_unlearning_modality(modality)
     config: MethodConfig = params.methods[method]
     name = model_id(method, modality)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from mmunlearn.config import TuneConfig
+from mmunlearn.config import DEFAULT_PARAMS_FILE, TuneConfig
 from mmunlearn.errors import ConfigError
 from mmunlearn.evaluation.metrics import METRICS
 from mmunlearn.evaluation.run import EVALUATED_SETS
@@ -24,13 +25,14 @@ class Objectives:
     utility: tuple[str, ...]
 
     @classmethod
-    def from_config(cls, config: TuneConfig) -> Objectives:
+    def from_config(cls, config: TuneConfig, source: Path = DEFAULT_PARAMS_FILE) -> Objectives:
+        """The objectives ``config`` names; ``source``: the params file, named in errors."""
         for field in ("efficacy", "utility"):
             names = getattr(config, field)
             if not names:
-                raise ConfigError(f"params.yaml: tune.{field}: name at least one metric")
+                raise ConfigError(f"{source}: tune.{field}: name at least one metric")
             for index, name in enumerate(names):
-                _check_name(f"tune.{field}[{index}]", name)
+                _check_name(f"{source}: tune.{field}[{index}]", name)
         return cls(tuple(config.efficacy), tuple(config.utility))
 
     @property
@@ -56,7 +58,7 @@ def _check_name(where: str, name: str) -> None:
     parts = name.split(".")
     if (len(parts) != 3 or parts[0] not in EVALUATED_SETS or parts[1] not in MODALITIES
             or parts[2] not in METRICS):
-        raise ConfigError(f"params.yaml: {where}: {name!r} is not <set>.<modality>.<metric> with set in "
+        raise ConfigError(f"{where}: {name!r} is not <set>.<modality>.<metric> with set in "
                           f"{list(EVALUATED_SETS)}, modality in {list(MODALITIES)}, metric in {sorted(METRICS)}")
 
 

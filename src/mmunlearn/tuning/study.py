@@ -127,7 +127,7 @@ class TrialRunner:
 
         self.params, self.method, self.name, self.budget = params, method, name, budget
         self.parent_run_id = parent_run_id
-        self.objectives = Objectives.from_config(params.tune)
+        self.objectives = Objectives.from_config(params.tune, params.source)
         self.judge = build_judge(params.evaluation.judge) if self.objectives.judged else None
         self.split = load_split(params.paths.splits)
         self.space = params.tune.search_space.get(method, {})
@@ -222,7 +222,7 @@ def tune(params: Params, method: str, trials: int | None = None) -> dict:
 
     if method not in params.methods:
         raise ConfigError(f"--method {method!r}: not under methods: in params.yaml (have: {sorted(params.methods)})")
-    objectives = Objectives.from_config(params.tune)
+    objectives = Objectives.from_config(params.tune, params.source)
     vanilla = vanilla_objectives(params, objectives)
     budget = trials or params.tune.trials
     name = study_name(params, method)
