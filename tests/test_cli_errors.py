@@ -86,6 +86,39 @@ def test_split_with_a_broken_table_names_the_file(project, capsys):
     assert not (project / "data" / "splits").exists()
 
 
+def _rewrite_metadata(path, text):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    column = table.column_names.index("metadata")
+    pq.write_table(table.set_column(column, "metadata", pa.array([text] * table.num_rows)), path)
+
+
+@pytest.mark.parametrize(("damage", "command", "needles"), [
+    (lambda data: (data / "benchmark" / "manifest.json").write_bytes(b"\xff\xfe{}"), "split",
+     ("manifest.json", "cannot be read")),
+    (lambda data: (data / "benchmark" / "manifest.json").write_text("[1, 2]"), "validate",
+     ("manifest.json", "expected a JSON object")),
+    (lambda data: _rewrite_metadata(data / "benchmark" / "full.parquet", '["x"]'), "split",
+     ("full.parquet row 0", "not laid out as MLLMU-Bench")),
+])
+def test_data_of_another_shape_is_named_not_a_traceback(project, capsys, damage, command, needles):
+    """Each was an AttributeError or UnicodeDecodeError traceback."""
+    assert run_cli(["data", "synth"], capsys)[0] == 0
+    damage(project / "data")
+    code, _, err = run_cli([command], capsys)
+    _assert_one_clean_line(code, err, *needles)
+    assert not (project / "data" / "splits").exists()
+
+
+def test_an_expectation_suite_that_is_no_object_is_named(project, capsys):
+    assert run_cli(["data", "synth"], capsys)[0] == 0
+    (project / "expectations" / "items.json").write_text("[1]")
+    code, _, err = run_cli(["validate"], capsys)
+    _assert_one_clean_line(code, err, "items.json", "'expectations' must be a list")
+
+
 def test_interrupted_synth_leaves_the_previous_output_whole(project, capsys, monkeypatch):
     assert run_cli(["data", "synth"], capsys)[0] == 0
     folder = project / "data" / "benchmark"
@@ -213,6 +246,27 @@ def test_an_unlearned_model_without_its_adapter_names_its_folder_at_once(project
     code, _, err = run_cli(["evaluate", "--model", "ga-text"], capsys)
     _assert_one_clean_line(code, err, "models/ga-text", "stack.json", "adapter_config.json is missing")
     assert not (project / "metrics" / "ga-text.json").exists()
+
+
+def test_a_stack_that_names_no_model_is_named(project, capsys, monkeypatch):
+    """{} was a KeyError; a stack on top of itself a RecursionError."""
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    assert run_cli(["data", "synth"], capsys)[0] == 0 and run_cli(["split"], capsys)[0] == 0
+    folder = project / "models" / "ga-text"
+    folder.mkdir(parents=True)
+    for stack in ("{}", '{"on_top_of": "ga-text", "adapter": false}'):
+        (folder / "stack.json").write_text(stack)
+        code, _, err = run_cli(["evaluate", "--model", "ga-text"], capsys)
+        _assert_one_clean_line(code, err, "models/ga-text/stack.json", "expected on_top_of")
+
+
+def test_metrics_of_another_layout_are_named_by_the_report(project, capsys):
+    metrics = project / "metrics" / "vanilla.json"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text('{"forget": 3}')
+    code, _, err = run_cli(["report"], capsys)
+    _assert_one_clean_line(code, err, "metrics/vanilla.json", "forget: expected {modality")
+    assert not (project / "reports").exists()
 
 
 @pytest.mark.parametrize(("content", "needle"), [

@@ -103,15 +103,28 @@ def model_title(params: Params, name: str) -> tuple[str, str]:
     return params.methods[method].title or method, UNLEARNED_ON.get(modality, modality)
 
 
-def _read_each(params: Params, path_of, command: str) -> dict[tuple[str, str], dict]:
-    """Every evaluated model's JSON results by (title, unlearned on); a missing file names the command."""
+def _read_each(params: Params, path_of, command: str, check=None) -> dict[tuple[str, str], dict]:
+    """Every evaluated model's JSON results by (title, unlearned on); a missing file names the command.
+    ``check(path, results)``: raise a DataError when the results are not laid out as expected."""
     results = {}
     for model in params.evaluated_models():
         path = path_of(params, model)
         if not path.is_file():
             raise DataError(f"{path}: not found (run `mmunlearn {command} --model {model}`)")
         results[model_title(params, model)] = read_json(path)
+        if check is not None:
+            check(path, results[model_title(params, model)])
     return results
+
+
+def check_evaluation_layout(path: Path, results: Mapping) -> None:
+    """{set: {modality: {metric: value}}}, as `mmunlearn evaluate` writes it (a hand-edited or foreign file
+    failed the report with an AttributeError)."""
+    for set_name in EVALUATED_SETS:
+        cells = results.get(set_name, {})
+        if not isinstance(cells, Mapping) or not all(isinstance(cell, Mapping) for cell in cells.values()):
+            raise DataError(f"{path}: {set_name}: expected {{modality: {{metric: value}}}}, found {cells!r:.80}; "
+                            "rebuild it (`mmunlearn evaluate`)")
 
 
 ATTACK_PREAMBLE = """# Extraction attacks on the forget facts (UnLOK-VQA)
@@ -131,7 +144,7 @@ def write_report(params: Params) -> Path:
     from mmunlearn.evaluation.stage import metrics_path
     from mmunlearn.plots import write_tradeoff_plots
 
-    results = _read_each(params, metrics_path, "evaluate")
+    results = _read_each(params, metrics_path, "evaluate", check_evaluation_layout)
     attacks = _read_each(params, attack_metrics_path, "attack")
     folder = params.paths.reports
     written = [folder / "table.md", folder / "table.csv", folder / "attacks.md", folder / "attacks.csv"]

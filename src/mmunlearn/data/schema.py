@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mmunlearn.atomic import read_json
 from mmunlearn.errors import DataError
 
 OPTION_LETTERS = ("A", "B", "C", "D")
@@ -240,30 +241,37 @@ def read_profiles(path: Path) -> tuple[Profile, ...]:
     profiles = []
     for index, row in enumerate(table.to_pylist()):
         where = f"{path} row {index} (ID {row.get('ID')!r})"
-        image = row.get("image") or {}
-        pairs = [
-            FinetunePair(pair.get("Question", ""), pair.get("Answer", ""),
-                         _modality(pair.get("Type", "Image_Textual"), f"{where}: metadata"),
-                         pair.get("Attribute", ""), pair.get("Value", ""))
-            for pair in _json_field(row.get("metadata"), f"{where}: metadata", [])
-        ]
-        poses = tuple(
-            PoseImage(difficulty=pose.get("difficulty") or "", png=pose.get("bytes") or b"")
-            for pose in row.get("images") or []
-        )
-        profiles.append(
-            Profile(
-                id=str(row["ID"]) if row["ID"] is not None else "",
-                name=row.get("name") or "",
-                kind=row.get("kind") or "fictitious",
-                image=image.get("bytes") or b"",
-                biography=_json_field(row.get("biography"), f"{where}: biography", {}),
-                items=tuple(_items_from_row(row, where)),
-                finetune_pairs=tuple(pairs),
-                poses=poses,
-            )
-        )
+        try:
+            profiles.append(_profile_from_row(row, where))
+        except (AttributeError, TypeError) as exc:  # a column or JSON field of another shape than the release's
+            raise DataError(f"{where}: a field is not laid out as MLLMU-Bench's files lay it out "
+                            f"({type(exc).__name__}: {exc})") from None
     return tuple(profiles)
+
+
+def _profile_from_row(row: dict[str, Any], where: str) -> Profile:
+    """One profile from a row of a profile table (``where`` names the row in errors)."""
+    image = row.get("image") or {}
+    pairs = [
+        FinetunePair(pair.get("Question", ""), pair.get("Answer", ""),
+                     _modality(pair.get("Type", "Image_Textual"), f"{where}: metadata"),
+                     pair.get("Attribute", ""), pair.get("Value", ""))
+        for pair in _json_field(row.get("metadata"), f"{where}: metadata", [])
+    ]
+    poses = tuple(
+        PoseImage(difficulty=pose.get("difficulty") or "", png=pose.get("bytes") or b"")
+        for pose in row.get("images") or []
+    )
+    return Profile(
+        id=str(row["ID"]) if row["ID"] is not None else "",
+        name=row.get("name") or "",
+        kind=row.get("kind") or "fictitious",
+        image=image.get("bytes") or b"",
+        biography=_json_field(row.get("biography"), f"{where}: biography", {}),
+        items=tuple(_items_from_row(row, where)),
+        finetune_pairs=tuple(pairs),
+        poses=poses,
+    )
 
 
 def save_benchmark(folder: Path, benchmark: Benchmark) -> None:
@@ -282,7 +290,7 @@ def load_benchmark(folder: Path) -> Benchmark:
     return Benchmark(manifest=load_manifest(folder), **parts)
 
 
-def load_manifest(folder: Path) -> Any:
-    """The benchmark folder's manifest.json ({} when it has none); DataError when it is not JSON."""
+def load_manifest(folder: Path) -> dict:
+    """The benchmark folder's manifest.json ({} when it has none); DataError when it is not a JSON object."""
     manifest_path = Path(folder) / MANIFEST_FILE
-    return _json_field(manifest_path.read_text(encoding="utf-8"), str(manifest_path), {}) if manifest_path.is_file() else {}
+    return read_json(manifest_path) if manifest_path.is_file() else {}

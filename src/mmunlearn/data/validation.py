@@ -55,11 +55,13 @@ def load_suite_files(folder: Path) -> dict[str, dict[str, Any]]:
     for path in sorted(folder.glob("*.json")):
         try:
             suite = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
         if path.stem not in TABLES:
             raise DataError(f"{path}: no table named {path.stem!r} to validate (known: {sorted(TABLES)})")
-        if not isinstance(suite.get("expectations"), list):
+        if not isinstance(suite, dict) or not isinstance(suite.get("expectations"), list):
             raise DataError(f"{path}: field 'expectations' must be a list")
         suites[path.stem] = suite
     if not suites:

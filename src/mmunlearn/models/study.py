@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mmunlearn.atomic import read_json
 from mmunlearn.config import Params
-from mmunlearn.errors import MmunlearnError
+from mmunlearn.errors import DataError, MmunlearnError
 from mmunlearn.models.base import SOURCE_FILE, base_source
 
 STACK_FILE = "stack.json"
@@ -78,7 +78,13 @@ def read_stack(folder: Path) -> dict | None:
     path = Path(folder) / STACK_FILE
     if not path.is_file():
         return None
-    return read_json(path)
+    stack = read_json(path)
+    on_top_of = stack.get("on_top_of")
+    # a stack without these, or standing on itself, was a KeyError or a RecursionError when loaded
+    if not isinstance(on_top_of, str) or not isinstance(stack.get("adapter"), bool) or on_top_of == Path(folder).name:
+        raise DataError(f"{path}: expected on_top_of (another model's name) and adapter (true/false), found "
+                        f"{stack!r:.120}; rebuild it (dvc repro)")
+    return stack
 
 
 def write_stack(folder: Path, on_top_of: str, adapter: bool, system_prompt: str | None, **details) -> None:
