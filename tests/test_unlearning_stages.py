@@ -160,3 +160,30 @@ def test_protocols_stage_writes_the_agreement_report_and_metrics(study, monkeypa
     summary = json.loads((study / "metrics" / "protocol_agreement.json").read_text())
     assert 0.0 <= summary["overall"]["agreement"] <= 1.0 and f"{summary['overall']['n']} multiple-choice" in out
     assert "## Disagreements" in (study / "reports" / "protocol_agreement.md").read_text()
+
+
+@pytest.mark.parametrize(("command", "change", "needles"), [
+    (["unlearn", "--method", "hp_defense", "--modality", "text"], {"methods": {"hp_defense": {"lens_layers": [-10]}}},
+     ("bad.yaml: methods.hp_defense.lens_layers", "layers [-10]")),
+    (["unlearn", "--method", "rmu", "--modality", "text"], {"methods": {"rmu": {"layer": 10}}},
+     ("bad.yaml: methods.rmu.layer", "10 is not one of the model's decoder layers 1..2")),
+    (["attack", "--model", "vanilla"], {"attack": {"layers": [-10, -1]}},
+     ("bad.yaml: attack.layers", "layers [-10]")),
+])
+def test_a_layer_the_model_lacks_is_named_before_any_work(study, monkeypatch, capsys, command, change, needles):
+    """It was a ValueError traceback naming no field, raised after the attack's journal or the unlearning's
+    checkpoint fingerprint had been written."""
+    from mmunlearn.config import overlay
+
+    params = overlay(yaml.safe_load((study / "params.yaml").read_text()), change)
+    (study / "bad.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    monkeypatch.chdir(study)
+    checkpoints = sorted(p.relative_to(study) for p in (study / "checkpoints").rglob("*")) \
+        if (study / "checkpoints").exists() else []
+    code, _, err = run_cli(["--params", "bad.yaml", *command], capsys)
+    last = err.strip().splitlines()[-1]  # after the model's loading progress
+    assert code == 2 and "Traceback" not in err and last.startswith("mmunlearn: error: "), err
+    assert all(needle in last for needle in needles), err
+    after = sorted(p.relative_to(study) for p in (study / "checkpoints").rglob("*")) \
+        if (study / "checkpoints").exists() else []
+    assert after == checkpoints

@@ -27,8 +27,9 @@ from mmunlearn.attacks.whitebox import (
     whitebox_extractions,
 )
 from mmunlearn.config import AttackConfig, Params
-from mmunlearn.errors import DataError
+from mmunlearn.errors import ConfigError, DataError
 from mmunlearn.journal import Journal, scoped
+from mmunlearn.methods.lens import resolve_layers
 from mmunlearn.models.prompts import generation_text
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,10 @@ def attack_stage(params: Params, model_name: str) -> dict:
     split = evaluation_split(params, model_name)
     before = _before(params, model_name)  # a missing prerequisite fails before any model work
     model, processor, settings = load_for_evaluation(params, model_name)
+    try:  # before the journal opens: a layer the model lacks failed once the attacks ran
+        resolve_layers(model, params.attack.layers)
+    except ValueError as exc:
+        raise ConfigError(f"{params.source}: attack.layers: {exc}") from None
     targets = forget_targets(split, params.attack.rephrasings)
     journal = inference_journal(params, "attack", model_name, {"attack": params.attack.model_dump(mode="json"),
                                                                  "rungs": params.data.test_pose_difficulties,

@@ -34,5 +34,6 @@ def composed_loss(params, method: str) -> ComposedLoss:
 def check_methods(params) -> None:
     """Every method params defines composes: run before training, so that a misspelt objective does not
     wait for the first unlearning stage, after the base and the vanilla have trained (~20 minutes)."""
-    for method in params.methods:
-        composed_loss(params, method)
+    for method, config in params.methods.items():
+        if config.forget is not None:  # None: an evaluation-time method (Prompting), nothing to compose
+            composed_loss(params, method)

@@ -48,13 +48,20 @@ def lens_entropy(lens: torch.Tensor) -> torch.Tensor:
     return -(lens.exp() * lens).sum(-1).mean()
 
 
-@forget_objective("head_projection_defense")
+def lens_layers_exist(model, method) -> None:
+    try:
+        resolve_layers(unwrap(model), method.lens_layers)
+    except ValueError as exc:
+        raise ValueError(f"lens_layers: {exc}") from None
+
+
+@forget_objective("head_projection_defense", check=lens_layers_exist)
 def head_projection_defense(model, inputs: dict, method) -> torch.Tensor:
     lens, targets = answer_lens(model, inputs["forget"], method.lens_layers)
     return head_projection_hinge(lens, targets, method.lens_k)
 
 
-@forget_objective("max_entropy_defense")
+@forget_objective("max_entropy_defense", check=lens_layers_exist)
 def max_entropy_defense(model, inputs: dict, method) -> torch.Tensor:
     lens, _ = answer_lens(model, inputs["forget"], method.lens_layers)
     return -lens_entropy(lens)

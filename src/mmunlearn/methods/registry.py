@@ -24,6 +24,8 @@ class Objective:
     loss: LossFn
     reference_logprobs: bool = False  # batches carry log π_ref(answer | prompt), computed once before training
     alternative: str | None = None  # each forget example also comes with this kind of answer ("idk")
+    # what the objective needs of the model, checked before training: ValueError("<method field>: why")
+    check: Callable[[Any, Any], None] | None = None
 
 
 FORGET_OBJECTIVES: dict[str, Objective] = {}
@@ -57,6 +59,13 @@ class ComposedLoss:
         if self.retain is not None:
             loss = loss + self.method.retain_weight * self.retain.loss(model, inputs["retain"], self.method)
         return loss
+
+    def check_model(self, model) -> None:
+        """Raise ValueError("<method field>: why") when ``model`` cannot take this method's settings (a layer
+        it does not have): before training, not at its first step."""
+        for objective in (self.forget, self.retain):
+            if objective is not None and objective.check is not None:
+                objective.check(model, self.method)
 
     @property
     def needs_retain(self) -> bool:

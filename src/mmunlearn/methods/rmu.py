@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from mmunlearn.methods.common import frozen_reference, layer_output
+from mmunlearn.methods.common import frozen_reference, layer_output, unwrap
 from mmunlearn.methods.registry import forget_objective, retain_regulariser
 
 
@@ -31,7 +31,13 @@ def masked_mse(hidden: torch.Tensor, target: torch.Tensor, attention_mask: torch
     return (per_token * mask).sum() / mask.sum().clamp(min=1)
 
 
-@forget_objective("rmu")
+def layer_exists(model, method) -> None:
+    count = unwrap(model).config.get_text_config().num_hidden_layers
+    if method.layer is not None and not 1 <= method.layer <= count:
+        raise ValueError(f"layer: {method.layer} is not one of the model's decoder layers 1..{count}")
+
+
+@forget_objective("rmu", check=layer_exists)
 def misdirect_forget(model, inputs: dict, method) -> torch.Tensor:
     batch = inputs["forget"]
     hidden = layer_output(model, batch, method.layer)
@@ -39,7 +45,7 @@ def misdirect_forget(model, inputs: dict, method) -> torch.Tensor:
     return masked_mse(hidden, target.expand_as(hidden), batch["attention_mask"])
 
 
-@retain_regulariser("rmu")
+@retain_regulariser("rmu", check=layer_exists)
 def keep_retain_representations(model, batch: dict, method) -> torch.Tensor:
     hidden = layer_output(model, batch, method.layer)
     with frozen_reference(model) as reference:

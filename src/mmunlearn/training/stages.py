@@ -244,6 +244,10 @@ def prepare_unlearning(params: Params, method: str, config: MethodConfig, modali
     # on the compute device already (the Trainer would move it there): the reference log-probabilities
     # below run on it too
     model = place(add_lora(merge_adapter(vanilla.model), params.finetune.lora))
+    try:
+        loss.check_model(model)
+    except ValueError as exc:  # before any checkpoint or run is started
+        raise ConfigError(f"{params.source}: methods.{method}.{exc}") from None
     name = model_id(method, modality)
 
     def examples_of(people):
