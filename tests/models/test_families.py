@@ -181,7 +181,10 @@ def test_batched_option_scores_equal_the_model_on_each_prompt_alone(family):
     _, model, processor, benchmark = family
     requests = _requests(benchmark)
     scores = score_options(model, processor, requests, batch_size=4)
-    letters = [processor.tokenizer(" " + letter, add_special_tokens=False)["input_ids"][0] for letter in "ABCD"]
+    from mmunlearn.models.prompts import reply_separator
+
+    separator = reply_separator(processor)  # after the template, as the model's reply starts
+    letters = [processor.tokenizer(separator + letter, add_special_tokens=False)["input_ids"][0] for letter in "ABCD"]
     for request, score in zip(requests, scores):
         reference = _alone(model, processor, request)
         assert [score[letter] for letter in "ABCD"] == pytest.approx(reference[letters].tolist(), abs=1e-4)
@@ -285,3 +288,24 @@ def test_the_official_protocol_replies_as_the_model_does_on_its_processors_conve
                                 eos_token_id=processor.tokenizer.eos_token_id)
         expected = processor.tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
         assert reply == expected.strip()
+
+
+def test_replies_follow_the_template_without_a_space_after_a_line_break(family):
+    """After Qwen2-VL's "assistant\\n" a reply starts with "A", not " A": the option letters were scored,
+    and every answer trained and every fact located, as the leading-space tokens the model never emits."""
+    from mmunlearn.evaluation.engine import answer_start_token_ids
+    from mmunlearn.models.prompts import reply_separator
+    from mmunlearn.training.data import fact_tokens
+
+    name, _, processor, _ = family
+    tokenizer = processor.tokenizer
+    separator = {"idefics2": " ", "qwen2_vl": ""}[name]  # "Assistant:" ends on a word, "assistant\n" on a break
+    assert reply_separator(processor) == separator
+    letters = [tokenizer.convert_ids_to_tokens(i) for i in answer_start_token_ids(processor)]
+    assert letters == [("Ġ" if separator else "") + letter for letter in "ABCD"]
+    example = encode_example(processor, TextExample("Where does she live?", "She lives in Oulu, Finland."))
+    answer = example["input_ids"][example["labels"] != -100].tolist()
+    assert answer == tokenizer(separator + "She lives in Oulu, Finland.", add_special_tokens=False)["input_ids"] \
+        + [tokenizer.eos_token_id]
+    before, fact = fact_tokens(tokenizer, "She lives in Oulu, Finland.", "Oulu, Finland", separator)
+    assert answer[:len(before) + len(fact)] == before + fact

@@ -109,10 +109,10 @@ class LensQuery:
 
 def lens_query(processor, user_text: str, image_png: bytes | None, answer: str, value: str,
                system_prompt: str | None = None) -> LensQuery | None:
-    from mmunlearn.models.prompts import encode_prompt, with_tokens
+    from mmunlearn.models.prompts import encode_prompt, reply_separator, with_tokens
     from mmunlearn.training.data import fact_tokens
 
-    tokens = fact_tokens(processor.tokenizer, answer, value)
+    tokens = fact_tokens(processor.tokenizer, answer, value, reply_separator(processor))
     if tokens is None:
         return None
     before, fact = tokens

@@ -24,7 +24,7 @@ from mmunlearn.evaluation.prefix import (
     repeated_prompts_are_exact,
 )
 from mmunlearn.journal import JournalScope, resumed
-from mmunlearn.models.prompts import encode_prompts, render_prompt
+from mmunlearn.models.prompts import encode_prompts, render_prompt, reply_separator
 from mmunlearn.training.data import collate, model_inputs, on_device
 
 log = logging.getLogger(__name__)
@@ -41,15 +41,16 @@ class Request:
 def answer_start_token_ids(processor, answers: tuple[str, ...] = OPTION_LETTERS) -> list[int]:
     """The first token the model emits when its reply starts with each answer, read off the tokenizer.
 
-    Found by tokenising a prompt with and without the answer appended, so it holds for any tokenizer
-    (a leading-space BPE token here, a SentencePiece "▁A" in LLaVA) without naming model families.
+    Found by tokenising a prompt with and without the answer appended (after the template's
+    `reply_separator`), so it holds for any tokenizer and template (a leading-space BPE token here, a
+    SentencePiece "▁A" in LLaVA, a bare "A" after Qwen2-VL's line break) without naming model families.
     """
     prompt = render_prompt(processor, "?", with_image=False)
     tokenizer = processor.tokenizer
     base = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     ids = []
     for answer in answers:
-        full = tokenizer(f"{prompt} {answer}", add_special_tokens=False)["input_ids"]
+        full = tokenizer(prompt + reply_separator(processor) + answer, add_special_tokens=False)["input_ids"]
         if full[: len(base)] != base or len(full) == len(base):
             raise ValueError(f"cannot isolate the token that starts the answer {answer!r}")
         ids.append(full[len(base)])

@@ -6,6 +6,7 @@ The task wording follows the official MLLMU-Bench evaluation code (shared/resear
 from __future__ import annotations
 
 import io
+import weakref
 from collections.abc import Sequence
 
 from PIL import Image
@@ -74,6 +75,18 @@ def render_prompt(processor, text: str, with_image: bool, system_prompt: str | N
     """The prompt string up to where the assistant's answer starts."""
     return processor.apply_chat_template(chat_messages(text, with_image, system_prompt),
                                          add_generation_prompt=True, tokenize=False)
+
+
+_SEPARATORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # processor → its reply separator
+
+
+def reply_separator(processor) -> str:
+    """What stands between a rendered prompt and the reply: a space after a template that ends on a word
+    (LLaVA's "ASSISTANT:"), nothing after one that ends on a line break (Qwen2-VL's "assistant\n"), where
+    a leading space would make every reply, and the option letters scored, tokens the model never emits."""
+    if processor not in _SEPARATORS:
+        _SEPARATORS[processor] = "" if render_prompt(processor, "?", with_image=False)[-1:].isspace() else " "
+    return _SEPARATORS[processor]
 
 
 def decode_image(png: bytes) -> Image.Image:

@@ -10,7 +10,14 @@ from dataclasses import dataclass
 
 import torch
 
-from mmunlearn.models.prompts import IMAGE_INPUTS, TOKEN_EXTRAS, encode_conversation, encode_prompt, with_tokens
+from mmunlearn.models.prompts import (
+    IMAGE_INPUTS,
+    TOKEN_EXTRAS,
+    encode_conversation,
+    encode_prompt,
+    reply_separator,
+    with_tokens,
+)
 
 IGNORE_INDEX = -100
 CONVERSATION = "conversation"  # marks an encoded multi-turn example (its image inputs hold each face it shows)
@@ -43,14 +50,14 @@ def _occurrences(sequence: list[int], phrase: list[int]) -> list[int]:
     return [i for i in range(len(sequence) - n + 1) if sequence[i:i + n] == phrase]
 
 
-def fact_tokens(tokenizer, answer: str, fact: str) -> tuple[list[int], list[int]] | None:
+def fact_tokens(tokenizer, answer: str, fact: str, separator: str = " ") -> tuple[list[int], list[int]] | None:
     """(answer tokens before the fact, the fact's tokens), tokenised as an answer is for training.
 
     Found by tokenising the answer cut before and after the fact and checking each is a prefix of the
     whole, so it holds for any tokenizer; None when a token straddles the fact's edge.
     """
     def ids(text: str) -> list[int]:
-        return tokenizer(" " + text, add_special_tokens=False)["input_ids"] if text else []
+        return tokenizer(separator + text, add_special_tokens=False)["input_ids"] if text else []
 
     start = answer.index(fact)
     whole, before, through = ids(answer), ids(answer[:start].rstrip()), ids(answer[:start + len(fact)])
@@ -78,10 +85,11 @@ def encode_example(processor, example: TextExample, system_prompt: str | None = 
     tokenizer = processor.tokenizer
     prompt_ids = encoded["input_ids"]
     # An example without an answer (a checked drill's marks alone) trains its prompt targets only.
-    answer_ids = torch.tensor(tokenizer(" " + example.answer, add_special_tokens=False)["input_ids"]
+    separator = reply_separator(processor)
+    answer_ids = torch.tensor(tokenizer(separator + example.answer, add_special_tokens=False)["input_ids"]
                               + [tokenizer.eos_token_id] if example.answer else [], dtype=prompt_ids.dtype)
     answer_labels = answer_ids.clone()
-    span = fact_tokens(tokenizer, example.answer, example.fact) if labels_on == "fact" and example.fact in example.answer and example.fact else None
+    span = fact_tokens(tokenizer, example.answer, example.fact, separator) if labels_on == "fact" and example.fact in example.answer and example.fact else None
     if span is not None:
         before, fact = span
         answer_labels[:] = IGNORE_INDEX
