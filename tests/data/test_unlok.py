@@ -99,3 +99,44 @@ def test_cli_writes_the_benchmark_and_bad_records_name_file_and_record(images, t
         import_unlok(RECORDS, images)
     code, _, err = run_cli(["data", "import-unlok", str(RECORDS), "--images", str(images), "--out", str(tmp_path / "c")], capsys)
     assert code != 0 and "COCO image not found" in err and not (tmp_path / "c").exists()  # nothing half-written
+
+
+def test_an_import_passes_validation_and_splits(images, tmp_path, project, capsys):
+    """Every imported profile had the name "", which the profiles suite rejects: `validate`, the stage
+    before `split` in dvc.yaml, failed on every import."""
+    from tests.conftest import write_params
+
+    out = tmp_path / "unlok"
+    # the Test set asks with a re-posed image (a critical expectation): every record has one here
+    shutil.copyfile(images / "parap_images/okvqa/12.jpg", images / "parap_images/okvqa/7.jpg")
+    assert run_cli(["data", "import-unlok", str(RECORDS), "--images", str(images), "--out", str(out)], capsys)[0] == 0
+    write_params(project, paths={"benchmark": str(out)}, split={"forget_percent": 15})
+    code, _, err = run_cli(["validate"], capsys)
+    assert code == 0, err
+    assert run_cli(["split"], capsys)[0] == 0
+
+
+@pytest.mark.parametrize(("change", "needle"), [
+    (lambda records: records[1].update(image_id="abc"), r"record 1 \(id 7\): image_id must be a COCO image number"),
+    (lambda records: records.clear(), "no records"),
+])
+def test_malformed_records_are_named_not_tracebacks(images, tmp_path, change, needle):
+    records = json.loads(RECORDS.read_text())
+    change(records)
+    path = tmp_path / "records.json"
+    path.write_text(json.dumps(records))
+    with pytest.raises(DataError, match=needle):
+        import_unlok(path, images)
+
+
+def test_json_lines_errors_name_the_files_own_line(images, tmp_path):
+    """Each line is parsed alone, so every error said "line 1"."""
+    lines = [json.dumps(record) for record in json.loads(RECORDS.read_text())]
+    lines[2] = lines[2][:-5]
+    path = tmp_path / "records.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"records.jsonl: not valid JSON \(line 3:"):
+        import_unlok(path, images)
+    string_ids = [{**json.loads(line), "id": f"q{n}"} for n, line in enumerate(lines[:2])]
+    path.write_text("\n".join(json.dumps(r) for r in string_ids) + "\n")
+    assert [p.id for p in import_unlok(path, images).full] == ["okvqa-q0", "okvqa-q1"]  # int() raised before
