@@ -423,7 +423,25 @@ class Params(_Section):
         unknown = [name for name in self.tune.methods if name not in self.methods]
         if unknown:
             raise ValueError(f"tune.methods: {unknown} not defined under methods: (have {sorted(self.methods)})")
+        self._search_spaces_fit_their_methods()
         return self
+
+    def _search_spaces_fit_their_methods(self) -> None:
+        """Every value a search space can draw is one the method's setting takes (a wrong type failed the
+        first trial, leaving a failed trial behind)."""
+        for method, space in self.tune.search_space.items():
+            if method not in self.methods:
+                continue
+            settings = self.methods[method].model_dump()
+            for name, dimension in space.items():
+                values = dimension.choices if dimension.choices is not None else (dimension.low, dimension.high)
+                for value in values:
+                    value = int(value) if dimension.integer and dimension.choices is None else value
+                    try:
+                        MethodConfig.model_validate({**settings, name: value})
+                    except ValidationError as error:
+                        raise ValueError(f"tune.search_space.{method}.{name}: {value!r} is not a value "
+                                         f"methods.{method}.{name} takes ({error.errors()[0]['msg']})") from None
 
     def unlearned_models(self) -> list[str]:
         """Every model the study unlearns: ``<method>-<modality>`` for each method and modality, then
@@ -459,8 +477,14 @@ def parse_model_id(name: str) -> tuple[str, str]:
 
 def _describe(error: ValidationError) -> str:
     first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    return f"{where}: {first['msg']}" + (f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else "")
+    where = ".".join(str(part) for part in first["loc"])
+    message = first["msg"]
+    if not where and message.startswith("Value error, "):  # a check across sections names its own field
+        where, message = "", message.removeprefix("Value error, ")
+    elif not where:
+        where = "(top level)"
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{where}: {message}{more}" if where else f"{message}{more}"
 
 
 def overlay(base: dict, changes: dict) -> dict:

@@ -58,6 +58,32 @@ def test_search_space_is_validated_like_params():
     assert (tuned.lr, tuned.epochs, tuned.forget) == (2e-3, 2, "ga")
 
 
+@pytest.mark.parametrize(("space", "needle"), [
+    ({"epochs": {"choices": ["fast", "slow"]}}, "tune.search_space.ga.epochs: 'fast' is not a value methods.ga.epochs takes"),
+    ({"lr": {"low": -0.01, "high": 0.01}}, "tune.search_space.ga.lr: -0.01 is not a value methods.ga.lr takes"),
+])
+def test_a_search_space_value_the_method_cannot_take_is_named_when_params_load(tmp_path, space, needle):
+    """It failed the first trial with a pydantic traceback and left a failed trial in the storage."""
+    import yaml
+
+    from mmunlearn.config import load_params
+    from mmunlearn.errors import ConfigError
+
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"tune": {"methods": ["ga"], "search_space": {"ga": space}}}))
+    with pytest.raises(ConfigError, match=f"^{path}: {needle}"):
+        load_params(path)
+
+
+def test_a_study_with_nothing_to_search_is_refused(tmp_path):
+    """Every trial trained the one configuration there is, the budget spent on duplicates."""
+    from mmunlearn.errors import ConfigError
+    from mmunlearn.tuning.study import tune
+
+    with pytest.raises(ConfigError, match=r"tune.search_space.ga: nothing to search"):
+        tune(Params(tune=TuneConfig(methods=("ga",))), "ga")
+
+
 def _draws(seed: int, trials: int, startup: int = 10) -> list[dict]:
     space = {"lr": SearchDimension(low=1e-4, high=1e-2, log=True), "epochs": SearchDimension(low=1, high=4, integer=True),
              "prompt": SearchDimension(choices=("a", "b", "c"))}

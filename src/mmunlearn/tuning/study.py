@@ -221,7 +221,10 @@ def tune(params: Params, method: str, trials: int | None = None) -> dict:
     from mmunlearn.tuning.outputs import write_study_outputs
 
     if method not in params.methods:
-        raise ConfigError(f"--method {method!r}: not under methods: in params.yaml (have: {sorted(params.methods)})")
+        raise ConfigError(f"--method {method!r}: not under methods: in {params.source} (have: {sorted(params.methods)})")
+    if not params.tune.search_space.get(method):  # every trial would train one configuration, the same
+        raise ConfigError(f"{params.source}: tune.search_space.{method}: nothing to search; give at least one "
+                          "setting's range (low/high) or choices")
     objectives = Objectives.from_config(params.tune, params.source)
     vanilla = vanilla_objectives(params, objectives)
     budget = trials or params.tune.trials
