@@ -202,3 +202,14 @@ def test_report_overlays_every_methods_front_and_names_operating_points(study, m
         assert (folder / "html" / f"{method}.html").read_text() == html
         recorded = json.loads((folder / "metrics" / f"{method}.json").read_text())["all"]
         assert recorded and all(json.dumps(row["efficacy"]) in html for row in recorded)
+
+    # The search space edited after its trials ran (lr bounds narrowed past every trial's value, epochs
+    # dropped): tune-report failed ("isn't contained in the distribution", KeyError: 'epochs').
+    edited = yaml.safe_load(params_file.read_text())
+    edited["tune"]["search_space"]["ga"] = {"lr": {"low": 0.9, "high": 1.0}}
+    params_file.write_text(yaml.safe_dump(edited, sort_keys=False))
+    code, out, err = run_cli(["-p", str(params_file), "tune-report"], capsys)
+    assert code == 0, err[-3000:]
+    html = (folder / "html" / "ga.html").read_text()
+    recorded = json.loads((folder / "metrics" / "ga.json").read_text())["all"]
+    assert recorded and all(json.dumps(row["efficacy"]) in html for row in recorded)  # every trial still drawn

@@ -158,12 +158,34 @@ def _recorded_study(params: Params, method: str, summary: dict) -> optuna.Study:
     from mmunlearn.tuning.study import DIRECTIONS
 
     space = params.tune.search_space.get(method, {})
+    rows = summary["all"]
+    names = dict.fromkeys(name for row in rows for name in row["params"])
+    distributions = {name: _spanning([row["params"][name] for row in rows if name in row["params"]],
+                                     distribution(space[name]) if name in space else None) for name in names}
     study = optuna.create_study(study_name=summary["study"], directions=list(DIRECTIONS))
-    for row in summary["all"]:
+    for row in rows:
         study.add_trial(optuna.trial.create_trial(
             values=[row["efficacy"], row["utility"]], params=row["params"],
-            distributions={name: distribution(space[name]) for name in row["params"]}))
+            distributions={name: distributions[name] for name in row["params"]}))
     return study
+
+
+def _spanning(values: list, current: optuna.distributions.BaseDistribution | None):
+    """``current`` (the search space's distribution) when it holds every recorded value, else one spanning
+    them: a space edited after its trials ran (bounds narrowed, a setting dropped) made tune-report fail
+    on a value 'not contained in the distribution' or a KeyError."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if isinstance(current, CategoricalDistribution) and all(value in current.choices for value in values):
+        return current
+    if isinstance(current, (FloatDistribution, IntDistribution)) \
+            and all(isinstance(value, (int, float)) and current.low <= value <= current.high for value in values):
+        return current
+    if all(isinstance(value, int) and not isinstance(value, bool) for value in values):
+        return IntDistribution(min(values), max(values))
+    if all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in values):
+        return FloatDistribution(min(values), max(values))
+    return CategoricalDistribution(list(dict.fromkeys(values)))
 
 
 def _markdown(titles: dict, summaries: dict, points: dict) -> str:
