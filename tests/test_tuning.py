@@ -112,7 +112,7 @@ def test_two_workers_share_one_study_and_run_every_trial_once(study, monkeypatch
     assert len(front_runs) == len(summary["front"])
 
 
-def test_a_killed_study_resumes_without_losing_or_repeating_finished_trials(study):
+def test_a_killed_study_resumes_without_losing_or_repeating_finished_trials(study, monkeypatch):
     params_file = _with_tune(study, seed=22, storage="sqlite:///resume.db")
     storage = f"sqlite:///{study / 'resume.db'}"
     worker = _tune(study, params_file, trials=3)
@@ -125,7 +125,9 @@ def test_a_killed_study_resumes_without_losing_or_repeating_finished_trials(stud
             continue
         if any(t.state == TrialState.COMPLETE for t in trials):
             # a running trial that has drawn its hyper-parameters (so its retry has something to repeat)
-            victim = next((t for t in trials if t.state == TrialState.RUNNING and t.params), None)
+            # and opened its MLflow run
+            victim = next((t for t in trials if t.state == TrialState.RUNNING and t.params
+                           and t.user_attrs.get("mlflow_run_id")), None)
     assert victim is not None, "the worker never got to a second trial"
     worker.send_signal(signal.SIGKILL)
     worker.communicate()
@@ -144,6 +146,13 @@ def test_a_killed_study_resumes_without_losing_or_repeating_finished_trials(stud
     killed = next(t for t in trials if t.number == victim.number)
     assert killed.state == TrialState.FAIL
     assert any(t.params == victim.params for t in complete)  # its hyper-parameters were run again
+    # what the killed worker left is tidied: its MLflow run stayed RUNNING, its checkpoints stayed on disk
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(study)  # the tracking URI is relative to the project
+    tracking_uri = load_params(params_file).tracking.uri
+    assert MlflowClient(tracking_uri=tracking_uri).get_run(killed.user_attrs["mlflow_run_id"]).info.status == "FAILED"
+    assert not list((study / "checkpoints" / "tune").glob(f"*/trial-{victim.number}"))
 
 
 def test_trials_below_the_utility_floor_are_pruned_and_counted(study, monkeypatch):

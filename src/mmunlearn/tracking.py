@@ -216,6 +216,17 @@ def set_tags(run_id: str, tags: Mapping[str, str], config: TrackingConfig) -> No
                 client.set_tag(run_id, key, value)
 
 
+def end_abandoned_run(run_id: str, config: TrackingConfig) -> bool:
+    """Mark FAILED a run its process left RUNNING when it was killed; True if it was one."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=config.uri)
+    if client.get_run(run_id).info.status != "RUNNING":
+        return False
+    client.set_terminated(run_id, status="FAILED")
+    return True
+
+
 def search_runs(config: TrackingConfig, filter_string: str) -> list[Any]:
     from mlflow.tracking import MlflowClient
 

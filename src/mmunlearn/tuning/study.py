@@ -199,12 +199,26 @@ def counts(study: optuna.Study) -> dict[str, int]:
     return result
 
 
+def _tidy_failed_trials(study: optuna.Study, runner: TrialRunner) -> None:
+    """What a killed worker's trial left: its MLflow run still RUNNING (now FAILED, as the trial) and its
+    checkpoint folder (the retry runs under another trial number, so it never reused the folder)."""
+    from mmunlearn import tracking
+
+    params = runner.params
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id and tracking.end_abandoned_run(run_id, params.tracking):
+            log.info("%s trial %d: its worker died; MLflow run %s marked FAILED", runner.method, trial.number, run_id)
+        shutil.rmtree(params.paths.checkpoints / STAGE / runner.name / f"trial-{trial.number}", ignore_errors=True)
+
+
 def _work(study: optuna.Study, runner: TrialRunner, budget: int, poll_s: float) -> None:
     """Run trials until the budget is claimed, then wait for other workers' trials to finish."""
     from optuna.storages import fail_stale_trials
 
     while True:
         fail_stale_trials(study)  # dead workers' trials → failed, re-queued with the same hyper-parameters
+        _tidy_failed_trials(study, runner)
         trials = study.get_trials(deepcopy=False, states=CLAIMED)
         waiting = any(t.state == TrialState.WAITING for t in trials)
         if len(trials) < budget or waiting:
