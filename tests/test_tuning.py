@@ -110,6 +110,10 @@ def test_two_workers_share_one_study_and_run_every_trial_once(study, monkeypatch
     assert summary["front"] and all(p in summary["all"] for p in summary["front"])
     front_runs = [r for r in children if r.data.tags.get("pareto") == "true"]
     assert len(front_runs) == len(summary["front"])
+    # every other trial says so: a trial tagged on the front when it finished, and dominated later, kept
+    # "pareto: true" before
+    assert {r.data.tags.get("pareto") for r in children if r not in front_runs} <= {"false"}
+    assert {int(r.data.tags["optuna_trial"]) for r in front_runs} == {entry["trial"] for entry in summary["front"]}
 
 
 def test_a_killed_study_resumes_without_losing_or_repeating_finished_trials(study, monkeypatch):

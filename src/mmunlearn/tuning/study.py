@@ -257,8 +257,9 @@ def tune(params: Params, method: str, trials: int | None = None) -> dict:
     tracking.log_metrics_to(parent, {"front_size": len(summary["front"]), **summary["trials"]}, params.tracking,
                             step=finished)
     run_ids = {t.number: t.user_attrs.get("mlflow_run_id") for t in study.get_trials(deepcopy=False)}
-    for entry in summary["front"]:
-        if run_ids.get(entry["trial"]):
-            tracking.set_tags(run_ids[entry["trial"]], {"pareto": "true"}, params.tracking)
+    front = {entry["trial"] for entry in summary["front"]}
+    for number, run_id in run_ids.items():  # a trial a later one dominates loses the tag it had
+        if run_id:
+            tracking.set_tags(run_id, {"pareto": "true" if number in front else "false"}, params.tracking)
     summary["ran_here"] = sorted(runner.ran)
     return summary
