@@ -44,7 +44,8 @@ def _figure(results_by_model: Mapping[tuple[str, str], Mapping], metric: str):
 
     label = PLOTTED_METRICS[metric]
     titles = sorted({title for title, _ in results_by_model})
-    colours = {title: plt.get_cmap("tab10")(i % 10) for i, title in enumerate(titles)}
+    # 20 distinct colours (tab10 repeated from the 11th method on: NPO and EmptyResponse shared one)
+    colours = {title: plt.get_cmap("tab20")(i % 20) for i, title in enumerate(titles)}
     figure, axes = plt.subplots(2, 2, figsize=(11, 9), squeeze=False)
     for column, (modality, modality_title) in enumerate(MODALITIES.items()):
         rows = tradeoff_rows(results_by_model, modality)

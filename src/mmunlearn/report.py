@@ -11,7 +11,15 @@ from mmunlearn.config import Params, parse_model_id
 from mmunlearn.errors import DataError
 from mmunlearn.evaluation.run import EVALUATED_SETS
 
-COLUMNS = (("mcq_acc", "Class. ↑"), ("rouge_l", "ROUGE-L"), ("factuality", "Fact."), ("cloze_acc", "Cloze"))
+COLUMNS = (("mcq_acc", "Class."), ("rouge_l", "ROUGE-L"), ("factuality", "Fact."), ("cloze_acc", "Cloze"))
+# Which way is better depends on the set, not the metric (an arrow on "Class." said higher for Forget too)
+TABLE_PREAMBLE = """# MLLMU-Bench results (Table 2 layout)
+
+Each set's multiple-choice accuracy (Class.), ROUGE-L, factuality (1–10, "n/a" without a judge) and
+fill-in-the-blank accuracy (Cloze). On the Forget and Test sets lower means more forgotten; on the
+Retain and Celebrity sets higher means more kept.
+
+"""
 SET_TITLES = {"forget": "Forget", "test": "Test", "retain": "Retain", "celebrity": "Celebrity"}
 
 
@@ -64,13 +72,18 @@ def _attack_cell(cell: Mapping | None) -> str:
     return _cell(cell.get("success")) + (f" ({_cell(before)})" if before is not None else "")
 
 
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
 def attack_markdown(summaries: Mapping[tuple[str, str], Mapping], attacks: tuple[str, ...]) -> str:
     """A table per fact modality: a row per model, a column per attack; "after (before)" success rates,
     the column header carrying the attack's mean budget B."""
     parts = []
     for modality, title in FACT_MODALITIES:
         shown = [a for a in attacks if any(modality in s.get(a, {}) for s in summaries.values())]
-        budgets = {a: next((s[a][modality]["budget"] for s in summaries.values() if modality in s.get(a, {})), 0)
+        # the mean over the models (it was the first model's: GA's PD budget 23 read "B≈18", the vanilla's)
+        budgets = {a: _mean([s[a][modality]["budget"] for s in summaries.values() if modality in s.get(a, {})])
                    for a in shown}
         header = ["Model", "Unlearned on"] + [f"{a} (B≈{budgets[a]:.0f})" for a in shown]
         lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -148,7 +161,7 @@ def write_report(params: Params) -> Path:
     attacks = _read_each(params, attack_metrics_path, "attack")
     folder = params.paths.reports
     written = [folder / "table.md", folder / "table.csv", folder / "attacks.md", folder / "attacks.csv"]
-    write_text(written[0], "# MLLMU-Bench results (Table 2 layout)\n\n" + markdown_table(results))
+    write_text(written[0], TABLE_PREAMBLE + markdown_table(results))
     write_text(written[1], csv_table(results))
     write_text(written[2], ATTACK_PREAMBLE + attack_markdown(attacks, attack_names(params.data.test_pose_difficulties)))
     write_text(written[3], attack_csv(attacks))

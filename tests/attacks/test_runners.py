@@ -166,4 +166,10 @@ def test_summary_and_report_show_each_rate_beside_the_vanilla_rate():
     assert summary == {"sample": {"text": {"success": 0.25, "budget": 4.0, "n": 4, "before": 0.75}}}
     table = attack_markdown({("GA", "text"): summary}, ("sample", "head_projection"))
     assert "| GA | text | 0.250 (0.750) |" in table and "sample (B≈4)" in table
+    # B is the mean over the models, not the first model's budget
+    lens = {"vanilla": 18.0, "ga": 24.0}
+    lens_table = attack_markdown({(name, "text"): {"head_projection": {"text": {"success": 0.5, "budget": budget,
+                                                                                "n": 2}}}
+                                  for name, budget in lens.items()}, ("head_projection",))
+    assert "head_projection (B≈21)" in lens_table
     assert "head_projection" not in table  # no model ran it: no empty column
