@@ -61,7 +61,13 @@ def test_outputs_get_the_permissions_the_umask_gives(tmp_path):
         write_json(tmp_path / "metrics" / "m.json", {"a": 1})
         with atomic_dir(tmp_path / "splits", marks=("split.json",)) as staging:
             (staging / "split.json").write_text("{}")
+            (staging / "images").mkdir(mode=0o700)
+            weights = staging / "images" / "adapter_model.safetensors"
+            weights.write_bytes(b"w")
+            weights.chmod(0o600)  # as safetensors' save_file leaves it
     finally:
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "metrics" / "m.json").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "splits").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "splits" / "images").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "splits" / "images" / "adapter_model.safetensors").stat().st_mode) == 0o644

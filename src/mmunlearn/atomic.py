@@ -28,8 +28,16 @@ def _umask() -> int:
 
 
 def _publish(path: Path, mode: int) -> None:
-    """Give a temporary (owner-only) path the mode ``open``/``mkdir`` would have given it."""
-    path.chmod(mode & ~_umask())
+    """Give a temporary (owner-only) path the mode ``open``/``mkdir`` would have given it; a folder's
+    files too (safetensors writes its files 0600 as mkstemp does), executables kept executable."""
+    mask = _umask()
+    path.chmod(mode & ~mask)
+    if path.is_dir():
+        for inner in path.rglob("*"):
+            if inner.is_symlink():
+                continue
+            executable = inner.is_dir() or inner.stat().st_mode & 0o100
+            inner.chmod((0o777 if executable else 0o666) & ~mask)
 
 
 def _check_replaceable(target: Path, marks: tuple[str, ...]) -> None:
