@@ -203,3 +203,30 @@ def test_checkpoints_of_another_model_layout_or_code_are_not_resumed(tmp_path):
     (folder / "checkpoint-4").mkdir()
     prepare_checkpoints(folder, {"lr": 1e-3, **run_fingerprint(model)})
     assert not (folder / "checkpoint-4").exists()
+
+
+def test_a_checkpoint_of_another_vanilla_or_split_is_not_resumed(tmp_path, monkeypatch):
+    """The fingerprint held params, layout and code only: resuming after the vanilla was rebuilt or the
+    split redrawn gave a model trained partly on each (reproduced by a kill, a change, a re-run)."""
+    from mmunlearn.config import Params
+    from mmunlearn.training.stages import prepare_checkpoints, read_inputs
+
+    monkeypatch.chdir(tmp_path)
+    for folder, name in (("models/base", "config.json"), ("models/vanilla", "adapter_config.json"),
+                         ("data/splits", "split.json")):
+        Path(folder).mkdir(parents=True)
+        (Path(folder) / name).write_text("{}")
+    params = Params()
+    checkpoints = tmp_path / "checkpoints" / "ga-text"
+
+    def interrupted_then_rerun(change) -> bool:
+        prepare_checkpoints(checkpoints, {"inputs": read_inputs(params, ["vanilla"])})
+        (checkpoints / "checkpoint-30").mkdir(exist_ok=True)
+        change()
+        prepare_checkpoints(checkpoints, {"inputs": read_inputs(params, ["vanilla"])})
+        return (checkpoints / "checkpoint-30").is_dir()
+
+    assert interrupted_then_rerun(lambda: None)  # nothing changed: resumed
+    assert not interrupted_then_rerun(lambda: Path("models/vanilla/adapter_model.safetensors").write_bytes(b"new"))
+    assert not interrupted_then_rerun(lambda: Path("data/splits/split.json").write_text('{"seed": 1}'))
+    assert not interrupted_then_rerun(lambda: Path("models/base/config.json").write_text('{"v": 2}'))  # under it

@@ -64,6 +64,7 @@ def build_base(params: Params) -> Path:
         return target
 
     from mmunlearn.data.schema import load_benchmark
+    from mmunlearn.journal import files_fingerprint
     from mmunlearn.methods.common import answer_nll
     from mmunlearn.models.tiny import save_model
     from mmunlearn.training.stages import encode_all, seed_everything, train_on_examples
@@ -77,5 +78,6 @@ def build_base(params: Params) -> Path:
                       log_params={"model": params.model.model_dump(mode="json"),
                                   "base": params.base.model_dump(mode="json")},
                       save=lambda folder, _state: save_model(model, processor, folder), target=target,
-                      pad_token_id=processor.tokenizer.pad_token_id)
+                      pad_token_id=processor.tokenizer.pad_token_id,
+                      inputs={"benchmark": files_fingerprint(params.paths.benchmark)})
     return target

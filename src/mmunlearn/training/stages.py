@@ -70,6 +70,16 @@ def run_fingerprint(model) -> dict:
     return {"parameters": hashlib.sha256(layout.encode()).hexdigest(), **source_fingerprint()}
 
 
+def read_inputs(params: Params, models: list[str | None]) -> dict:
+    """Fingerprints of a training stage's inputs: the study models it loads (``None``: the base) and the
+    split. Resuming a checkpoint made on another vanilla or forget set gave a model trained partly on each."""
+    from mmunlearn.journal import files_fingerprint
+    from mmunlearn.models.study import model_fingerprint
+
+    return {"models": [model_fingerprint(params, name) for name in models],
+            "split": files_fingerprint(params.paths.splits)}
+
+
 def encode_all(processor, examples: list[TextExample], desc: str, labels_on: str = "answer") -> list[dict]:
     single_turn = [index for index, e in enumerate(examples) if not e.context]  # conversations: one at a time
     prompts = dict(zip(single_turn, encode_prompts(processor, [(examples[i].user_text, examples[i].image_png)
@@ -95,13 +105,15 @@ def _gathered_state_dict(trainer):
 
 def train_on_examples(params: Params, stage: str, model_name: str, model, dataset, config: TrainConfig,
                       loss_fn: LossFn, log_params: dict, save: Callable[[Path, dict | None], None],
-                      target: Path, pad_token_id: int) -> None:
-    """Train ``model`` on an encoded ``dataset``, then save it to ``target`` (main process only)."""
+                      target: Path, pad_token_id: int, inputs: dict | None = None) -> None:
+    """Train ``model`` on an encoded ``dataset``, then save it to ``target`` (main process only).
+    ``inputs``: fingerprints of what the stage read (the model it starts from, the split): a checkpoint
+    resumes only for the same ones."""
     from mmunlearn import tracking
 
     checkpoints = params.paths.checkpoints / model_name
     prepare_checkpoints(checkpoints, {"stage": stage, "params": log_params, "examples": len(dataset),
-                                      **run_fingerprint(model)})
+                                      "inputs": inputs or {}, **run_fingerprint(model)})
     args = training_arguments(config, checkpoints)
     main = is_main_process()
     run = (tracking.stage_run(params.tracking, stage, model_name, log_params, params.paths.data_dvc) if main
@@ -156,7 +168,8 @@ def finetune(params: Params, subset: str = "all") -> Path:
                       log_params={"model": params.model.model_dump(mode="json"),
                                   "finetune": config.model_dump(mode="json"), "subset": subset},
                       save=lambda folder, state: save_adapter(model, folder, state),
-                      target=target, pad_token_id=loaded.processor.tokenizer.pad_token_id)
+                      target=target, pad_token_id=loaded.processor.tokenizer.pad_token_id,
+                      inputs=read_inputs(params, [None]))
     return target
 
 
@@ -296,6 +309,8 @@ def unlearn(params: Params, method: str, modality: str) -> Path:
         save_adapter(job.model, folder, state)
         write_stack(folder, adapter=True, **stack)
 
+    read = ["vanilla"] + (["retain"] if job.loss.reference_logprobs and config.reference == "retain" else [])
     train_on_examples(params, "unlearn", name, job.model, job.dataset, config, job.loss, log_params=log_params,
-                      save=save, target=target, pad_token_id=job.pad_token_id)
+                      save=save, target=target, pad_token_id=job.pad_token_id,
+                      inputs={**read_inputs(params, read), "lora": params.finetune.lora.model_dump(mode="json")})
     return target
