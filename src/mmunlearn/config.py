@@ -480,7 +480,7 @@ def _describe(error: ValidationError) -> str:
     where = ".".join(str(part) for part in first["loc"])
     message = first["msg"]
     if not where and message.startswith("Value error, "):  # a check across sections names its own field
-        where, message = "", message.removeprefix("Value error, ")
+        message = message.removeprefix("Value error, ")
     elif not where:
         where = "(top level)"
     more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
