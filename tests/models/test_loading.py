@@ -111,7 +111,13 @@ def test_a_damaged_model_folder_is_named_in_one_error(tiny, tmp_path, damage, er
         load_model(folder)
 
 
-def test_a_damaged_adapter_is_named_not_its_base(tiny, tmp_path):
+@pytest.mark.parametrize(("damage", "needle"), [
+    # cut short: an interrupted copy
+    (lambda weights: weights.write_bytes(weights.read_bytes()[:100]), r"\(SafetensorError"),
+    # missing: peft took the folder for a hub id and raised HFValidationError, a traceback
+    (lambda weights: weights.unlink(), r".*dvc repro"),
+])
+def test_a_damaged_adapter_is_named_not_its_base(tiny, tmp_path, damage, needle):
     from mmunlearn.config import LoraSettings
     from mmunlearn.models.loading import add_lora, save_adapter
 
@@ -120,24 +126,8 @@ def test_a_damaged_adapter_is_named_not_its_base(tiny, tmp_path):
     model.save_pretrained(base)
     processor.save_pretrained(base)
     save_adapter(add_lora(load_model(base).model, LoraSettings(r=2, alpha=2)), adapter)
-    weights = adapter / "adapter_model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:100])
-    with pytest.raises(DataError, match=f"^{adapter}: its files cannot be loaded \\(SafetensorError"):
-        load_model(base, adapter)
-
-
-def test_a_missing_adapter_file_is_named_not_a_traceback(tiny, tmp_path):
-    """peft took the folder for a hub id and raised HFValidationError, a traceback."""
-    from mmunlearn.config import LoraSettings
-    from mmunlearn.models.loading import add_lora, save_adapter
-
-    model, processor = tiny
-    base, adapter = tmp_path / "base", tmp_path / "vanilla"
-    model.save_pretrained(base)
-    processor.save_pretrained(base)
-    save_adapter(add_lora(load_model(base).model, LoraSettings(r=2, alpha=2)), adapter)
-    (adapter / "adapter_model.safetensors").unlink()
-    with pytest.raises(DataError, match=f"^{adapter}: its files cannot be loaded .*dvc repro"):
+    damage(adapter / "adapter_model.safetensors")
+    with pytest.raises(DataError, match=f"^{adapter}: its files cannot be loaded {needle}"):
         load_model(base, adapter)
 
 
