@@ -118,9 +118,8 @@ def finetune(ctx: typer.Context,
              ) -> None:
     """LoRA-fine-tune on the fictitious profiles (all → models/vanilla, retain → models/retain)."""
     from mmunlearn.errors import ConfigError
-    from mmunlearn.training.stages import finetune as run_finetune
-
     from mmunlearn.methods import check_methods
+    from mmunlearn.training.stages import finetune as run_finetune
 
     if subset not in ("all", "retain"):
         raise ConfigError(f"--subset {subset!r}: expected 'all' or 'retain'")

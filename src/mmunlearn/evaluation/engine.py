@@ -48,9 +48,10 @@ def answer_start_token_ids(processor, answers: tuple[str, ...] = OPTION_LETTERS)
     prompt = render_prompt(processor, "?", with_image=False)
     tokenizer = processor.tokenizer
     base = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    separator = reply_separator(processor)
     ids = []
     for answer in answers:
-        full = tokenizer(prompt + reply_separator(processor) + answer, add_special_tokens=False)["input_ids"]
+        full = tokenizer(prompt + separator + answer, add_special_tokens=False)["input_ids"]
         if full[: len(base)] != base or len(full) == len(base):
             raise ValueError(f"cannot isolate the token that starts the answer {answer!r}")
         ids.append(full[len(base)])
