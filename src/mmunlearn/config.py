@@ -130,6 +130,9 @@ class ModelConfig(_Section):
     """``name: tiny`` builds the embedded default; anything else is a hub id or a local folder."""
 
     name: str = "tiny"
+    # A hub id's branch, tag or commit (None: main). The base stage records the commit it is in
+    # models/base/source.json and every later stage loads that commit.
+    revision: str | None = None
     trust_remote_code: bool = False
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     tiny: TinyModelConfig = TinyModelConfig()

@@ -17,20 +17,20 @@ from mmunlearn.models.loading import (
     load_model,
 )
 from mmunlearn.models.tiny import build_tiny_model, tokenizer_corpus
-from tests.conftest import SMALL_DATA
+from tests.conftest import SMALL_DATA, run_cli, write_params
 from tests.models.test_tiny import SMALL_ARCH
 
 
-def _cache_as_the_hub_leaves_it(cache, repo_id: str, model, processor, files=None):
-    """``cache/models--org--name/snapshots/<commit>/`` with ``refs/main`` naming the commit."""
+def _cache_as_the_hub_leaves_it(cache, repo_id: str, model, processor, files=None, commit="0" * 40, ref="main"):
+    """``cache/models--org--name/snapshots/<commit>/`` with ``refs/<ref>`` naming the commit."""
     repo = cache / f"models--{repo_id.replace('/', '--')}"
-    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot = repo / "snapshots" / commit
     model.save_pretrained(snapshot)
     processor.save_pretrained(snapshot)
     for name in files or ():
         (snapshot / name).unlink()
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("0" * 40)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / ref).write_text(commit)
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +57,76 @@ def test_a_cached_hub_id_without_its_weights_is_not_taken_as_available(tiny, tmp
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConfigError, match="not in the Hugging Face cache"):
         available_locally("some-org/half")
+
+
+def _logits(model):
+    ids = torch.tensor([[1, 5, 6, 7]])
+    with torch.no_grad():
+        return model.eval()(input_ids=ids).logits
+
+
+@pytest.fixture
+def two_snapshots(tiny, tmp_path, monkeypatch):
+    """A cached hub id with two commits, ``main`` at the first; the second's weights differ."""
+    import copy
+
+    model, processor = tiny
+    cache = tmp_path / "hub"
+    _cache_as_the_hub_leaves_it(cache, "some-org/tiny-llava", model, processor, commit="a" * 40)
+    newer = copy.deepcopy(model)
+    with torch.no_grad():
+        newer.lm_head.weight.add_(0.5)
+    _cache_as_the_hub_leaves_it(cache, "some-org/tiny-llava", newer, processor, commit="b" * 40, ref="v2")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return cache / "models--some-org--tiny-llava", model, newer
+
+
+def test_the_base_stage_pins_the_hub_commit_that_every_later_stage_loads(project, two_snapshots):
+    """A newer snapshot of the same id, downloaded mid-study, used to change the model under later stages."""
+    import json
+
+    from mmunlearn.config import load_params
+    from mmunlearn.models.study import load_study_model, model_fingerprint
+
+    repo, first, newer = two_snapshots
+    write_params(project, data=SMALL_DATA, model={"name": "some-org/tiny-llava"})
+    assert run_cli(["base"])[0] == 0
+    assert json.loads((project / "models/base/source.json").read_text()) == {
+        "model": "some-org/tiny-llava", "revision": "a" * 40}
+    params = load_params(project / "params.yaml")
+    before = model_fingerprint(params, None)
+    (repo / "refs" / "main").write_text("b" * 40)  # the hub's main moved on and was downloaded
+    assert torch.equal(_logits(load_study_model(params).model), _logits(first))
+    assert torch.equal(_logits(load_model("some-org/tiny-llava").model), _logits(newer))
+    assert model_fingerprint(params, None) == before
+    assert run_cli(["base"])[0] == 0  # running base again (its params changed, say) takes the new main
+    assert model_fingerprint(params, None) != before
+    assert torch.equal(_logits(load_study_model(params).model), _logits(newer))
+
+
+def test_model_revision_picks_a_branch_tag_or_commit(project, two_snapshots):
+    import json
+
+    write_params(project, data=SMALL_DATA, model={"name": "some-org/tiny-llava", "revision": "v2"})
+    assert run_cli(["base"])[0] == 0
+    assert json.loads((project / "models/base/source.json").read_text())["revision"] == "b" * 40
+
+
+@pytest.mark.parametrize(("model", "needles"), [
+    ({"name": "some-org/tiny-llava", "revision": "v3"}, ("model.name", "model.revision 'v3'", "--revision v3")),
+    ({"name": "./weights", "revision": "v2"}, ("model.revision", "'v2'", "is a folder")),
+])
+def test_a_revision_that_cannot_be_had_is_named_at_the_base_stage(project, two_snapshots, tiny, capsys,
+                                                                   model, needles):
+    tiny[0].save_pretrained(project / "weights")
+    tiny[1].save_pretrained(project / "weights")
+    capsys.readouterr()
+    write_params(project, data=SMALL_DATA, model=model)
+    code, _, err = run_cli(["base"], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert all(needle in err for needle in needles), err
+    assert not (project / "models").exists()
 
 
 def test_the_compute_device_is_the_processs_gpu_when_torch_sees_one_else_the_cpu(monkeypatch):

@@ -29,6 +29,21 @@ def base_source(params: Params) -> str | Path:
     return base_dir(params) if params.model.name == TINY else params.model.name
 
 
+def base_revision(params: Params) -> str | None:
+    """The hub commit the ``base`` stage recorded for ``model.name`` (None for a folder or the tiny default)."""
+    from mmunlearn.atomic import read_json
+    from mmunlearn.errors import MmunlearnError
+
+    path = base_dir(params) / SOURCE_FILE
+    if params.model.name == TINY or not path.is_file():
+        return None
+    recorded = read_json(path)
+    if recorded.get("model") != params.model.name:
+        raise MmunlearnError(f"{path} records model {recorded.get('model')!r}, params say model.name "
+                             f"{params.model.name!r}: run the base stage again (dvc repro)")
+    return recorded.get("revision")
+
+
 def base_examples(params: Params, benchmark) -> list:
     """The tiny base's pretraining examples: the public figures in ``base.formats`` (+ the vocabulary)."""
     from mmunlearn.training.examples import recipe_examples, vocabulary_examples
@@ -49,17 +64,30 @@ def untrained_tiny(params: Params, benchmark):
     return build_tiny_model(corpus, TinyArchitecture(**params.model.tiny.model_dump()))
 
 
+def external_source(params: Params) -> dict:
+    """``source.json`` of a hub id or folder: its name and, for a hub id, the commit every stage loads.
+    Fails here, not stages later, when the model cannot be had or will not load."""
+    from mmunlearn.errors import ConfigError
+    from mmunlearn.models.loading import check_model_folder, expanded, hub_commit
+
+    name, revision = params.model.name, params.model.revision
+    if Path(expanded(name)).is_dir():
+        if revision is not None:
+            raise ConfigError(f"model.revision: {revision!r} names a hub commit, and model.name {name!r} is a "
+                              "folder: leave model.revision out (null)")
+        check_model_folder(name, params.model.trust_remote_code)
+        return {"model": name}
+    return {"model": name, "revision": hub_commit(name, revision)}  # one line if it cannot be had
+
+
 def build_base(params: Params) -> Path:
     target = base_dir(params)
     if params.model.name != TINY:
-        from mmunlearn.models.loading import available_locally, check_model_folder, expanded
         from mmunlearn.models.study import MODEL_FOLDER_MARKS
 
-        # fail here, not stages later, when it cannot be had
-        if available_locally(params.model.name) and Path(expanded(params.model.name)).is_dir():
-            check_model_folder(params.model.name, params.model.trust_remote_code)
+        source = external_source(params)  # before the folder: nothing is written when it cannot be had
         with atomic_dir(target, MODEL_FOLDER_MARKS) as staging:
-            (staging / SOURCE_FILE).write_text(json.dumps({"model": params.model.name}) + "\n")
+            (staging / SOURCE_FILE).write_text(json.dumps(source) + "\n")
         log.info("base model is %s (loaded from the hub cache or folder at each stage)", params.model.name)
         return target
 

@@ -42,13 +42,11 @@ def expanded(source: str | Path) -> str:
     return str(Path(source).expanduser()) if str(source).startswith("~") else str(source)
 
 
-def available_locally(source: str | Path) -> bool:
+def available_locally(source: str | Path, revision: str | None = None) -> bool:
     """Whether ``source`` (params ``model.name``) loads without the network: a folder, or a hub id whose
-    files are in the Hugging Face cache. A hub id that is not cached must be downloaded: if the hub is
-    offline (HF_HUB_OFFLINE) or cannot be reached, this fails at once, naming the field, where loading
-    would retry each file for minutes."""
-    import os
-
+    files (at ``revision``: a branch, tag or commit; None: main) are in the Hugging Face cache. A hub id
+    that is not cached must be downloaded: if the hub is offline (HF_HUB_OFFLINE) or cannot be reached,
+    this fails at once, naming the field, where loading would retry each file for minutes."""
     from huggingface_hub import constants, try_to_load_from_cache
 
     from mmunlearn.errors import ConfigError
@@ -59,20 +57,56 @@ def available_locally(source: str | Path) -> bool:
     name = str(source)
     if name.startswith((".", "/", "~")):
         raise ConfigError(f"model.name: folder {name!r} does not exist")
-    cached = {file: isinstance(try_to_load_from_cache(name, file), str) for file in WEIGHT_FILES + ("config.json",)}
+    cached = {file: isinstance(try_to_load_from_cache(name, file, revision=revision), str)
+              for file in WEIGHT_FILES + ("config.json",)}
     if cached["config.json"] and any(cached[file] for file in WEIGHT_FILES):  # else: download what is missing
         return True
-    fix = (f"download it where there is a network (huggingface-cli download {name}, cache: {constants.HF_HUB_CACHE}) "
+    shown = repr(name) if revision is None else f"{name!r} at model.revision {revision!r}"
+    fix = (f"download it where there is a network (huggingface-cli download {name}"
+           f"{'' if revision is None else f' --revision {revision}'}, cache: {constants.HF_HUB_CACHE}) "
            f"or set model.name to a folder with the weights")
-    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
-        raise ConfigError(f"model.name: {name!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: {fix}")
-    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    if _hub_offline():
+        raise ConfigError(f"model.name: {shown} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: {fix}")
+    endpoint = _hub_endpoint()
     problem = unreachable(endpoint)
     if problem:
-        raise ConfigError(f"model.name: {name!r} is not in the Hugging Face cache and {endpoint} cannot be "
+        raise ConfigError(f"model.name: {shown} is not in the Hugging Face cache and {endpoint} cannot be "
                           f"reached ({problem}): {fix}")
     _require_on_hub(name, endpoint)
     return False
+
+
+def _hub_offline() -> bool:
+    import os
+
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _hub_endpoint() -> str:
+    import os
+
+    from huggingface_hub import constants
+
+    return os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+
+
+def hub_commit(name: str, revision: str | None) -> str:
+    """The commit ``name`` at ``revision`` (None: main) is: the cached snapshot's when its files are in the
+    Hugging Face cache, else the hub's. Stages load that commit, so a newer snapshot of the same id,
+    downloaded mid-study, does not change the model under the study's later stages."""
+    from huggingface_hub import HfApi, try_to_load_from_cache
+
+    from mmunlearn.errors import ConfigError, one_line
+
+    if available_locally(name, revision):  # snapshots/<commit>/config.json
+        return Path(try_to_load_from_cache(name, "config.json", revision=revision)).parent.name
+    try:
+        return HfApi(endpoint=_hub_endpoint()).model_info(name, revision=revision).sha
+    except Exception as error:  # noqa: BLE001 (no such branch/tag/commit, or the hub's transport failed)
+        raise ConfigError(f"model.revision: {revision or 'main'!r} of {name!r} cannot be resolved on "
+                          f"{_hub_endpoint()} ({one_line(error)})") from None
 
 
 def _require_on_hub(name: str, endpoint: str) -> None:
@@ -136,12 +170,13 @@ def check_model_folder(folder: str | Path, trust_remote_code: bool = False) -> N
         AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code, local_files_only=True)
 
 
-def load_model(source: str | Path, adapter: str | Path | None = None, *, trust_remote_code: bool = False,
-               dtype: str = "float32", trainable_adapter: bool = False) -> LoadedModel:
-    """Load a base model (hub id or folder) and optionally a LoRA adapter on top of it."""
+def load_model(source: str | Path, adapter: str | Path | None = None, *, revision: str | None = None,
+               trust_remote_code: bool = False, dtype: str = "float32", trainable_adapter: bool = False) -> LoadedModel:
+    """Load a base model (hub id at ``revision``, or folder) and optionally a LoRA adapter on top of it."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    common = {"trust_remote_code": trust_remote_code, "local_files_only": available_locally(source)}
+    common = {"trust_remote_code": trust_remote_code, "revision": revision,
+              "local_files_only": available_locally(source, revision)}
     source = expanded(source)
     with files_of(source):
         processor = AutoProcessor.from_pretrained(str(source), **common)

@@ -14,7 +14,7 @@ from pathlib import Path
 from mmunlearn.atomic import read_json
 from mmunlearn.config import Params
 from mmunlearn.errors import DataError, MmunlearnError
-from mmunlearn.models.base import SOURCE_FILE, base_source
+from mmunlearn.models.base import SOURCE_FILE, base_revision, base_source
 
 STACK_FILE = "stack.json"
 # One of these in a folder shows it is a model folder a stage wrote (full model, adapter, stack, hub pointer).
@@ -31,7 +31,8 @@ def load_study_model(params: Params, name: str | None = None):
     """
     from mmunlearn.models.loading import LoadedModel, files_of, load_model, merge_adapter
 
-    common = {"trust_remote_code": params.model.trust_remote_code, "dtype": params.model.dtype}
+    common = {"trust_remote_code": params.model.trust_remote_code, "dtype": params.model.dtype,
+              "revision": base_revision(params)}
     if name is None:
         return load_model(base_source(params), **common)
     folder = params.paths.models / name
@@ -60,13 +61,13 @@ def _require_adapter(folder: Path, problem: str) -> None:
 
 def model_fingerprint(params: Params, name: str | None) -> dict:
     """What a study model's outputs depend on: the files of its folder and of every model under it, down
-    to the base (a hub id by name, with the loading settings)."""
+    to the base (a hub id by name and recorded commit, with the loading settings)."""
     from mmunlearn.journal import files_fingerprint
 
     if name is None:
         source = base_source(params)
         return {"base": str(source), "files": files_fingerprint(source) if Path(source).is_dir() else None,
-                "model": params.model.model_dump(mode="json")}
+                "revision": base_revision(params), "model": params.model.model_dump(mode="json")}
     folder = params.paths.models / name
     stack = read_stack(folder)
     return {"name": name, "files": files_fingerprint(folder),
