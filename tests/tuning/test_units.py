@@ -120,3 +120,18 @@ def test_a_storage_that_cannot_be_opened_ends_in_one_line_naming_tune_storage(tm
     assert message.startswith(f"tune.storage: the storage {mask_url_passwords(storage)} cannot be opened (")
     assert message.endswith("set tune.storage to another storage") and "\n" not in message
     assert "s3cret" not in message
+
+
+def test_the_interactive_front_numbers_trials_as_the_summary_does():
+    """Pruned trials are not recorded: the rebuilt study numbered the recorded ones 0, 1, 2..., so the
+    plot's hover said "Trial 1" for the summary's (and MLflow's) trial 2."""
+    from mmunlearn.tuning.outputs import _recorded_study
+
+    rows = [dict(_point(number, 0.1 * number, 0.9 - 0.1 * number), params={"lr": 1e-4 * (number + 1)})
+            for number in (0, 2, 5)]
+    study = _recorded_study(Params(), "ga", {"study": "ga-x", "all": rows})
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert [(t.number, t.values[0]) for t in complete] == [(row["trial"], row["efficacy"]) for row in rows]
+    hover = " ".join(str(trace.text) for trace in
+                     optuna.visualization.plot_pareto_front(study, target_names=["efficacy", "utility"]).data)
+    assert '"number": 5' in hover and '"number": 4' not in hover

@@ -163,8 +163,12 @@ def _recorded_study(params: Params, method: str, summary: dict) -> optuna.Study:
     distributions = {name: _spanning([row["params"][name] for row in rows if name in row["params"]],
                                      distribution(space[name]) if name in space else None) for name in names}
     study = optuna.create_study(study_name=summary["study"], directions=list(DIRECTIONS))
-    for row in rows:
-        study.add_trial(optuna.trial.create_trial(
+    by_number = {row["trial"]: row for row in rows}
+    # Trials not recorded (pruned, failed, duplicates) stand in as failed ones: the in-memory study numbers
+    # trials 0, 1, ... as added, and the plot's "Trial N" must be the number the summary and MLflow show.
+    for number in range(max(by_number, default=-1) + 1):
+        row = by_number.get(number)
+        study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL) if row is None else optuna.trial.create_trial(
             values=[row["efficacy"], row["utility"]], params=row["params"],
             distributions={name: distributions[name] for name in row["params"]}))
     return study
