@@ -105,6 +105,7 @@ class ValidateConfig(_Section):
 
 # How fine-tuning pairs are turned into training examples (training/examples.py).
 ExampleFormat = Literal["qa", "generation", "mcq", "mcq_check", "option_check", "cloze"]
+ANSWER_FORMATS = ("qa", "generation")  # a pair asked as itself; the others drill or blank its value
 
 
 class TinyModelConfig(_Section):
@@ -234,6 +235,15 @@ class MethodConfig(ExampleRecipe):
     prompt_prefixes: tuple[str, ...] = ()  # each forget prompt also behind each prefix (Input Rephrasing defense)
     lens_layers: tuple[int, ...] = (-4, -3, -2, -1)  # lens defenses: layers guarded (negative: from the top)
     lens_k: int = Field(10, ge=1)  # HP defense: keep the fact out of each layer's top-k / bottom-k
+    # Modules the unlearning adapter trains in full (None: finetune.lora's). UnLOK-VQA's defenses edit
+    # LoRA weights only: a re-trained LM head hides a fact from every layer's logit lens at once.
+    modules_to_save: tuple[str, ...] | None = None
+
+    def lora(self, finetune_lora: LoraSettings) -> LoraSettings:
+        """The unlearning adapter's LoRA: fine-tuning's, with this method's ``modules_to_save``."""
+        if self.modules_to_save is None:
+            return finetune_lora
+        return finetune_lora.model_copy(update={"modules_to_save": self.modules_to_save})
 
 
 class UnlearnConfig(_Section):
@@ -406,6 +416,21 @@ class Params(_Section):
                 and isinstance(raw.get("finetune") or {}, dict):
             raw = {**raw, "finetune_retain": overlay(raw.get("finetune") or {}, raw["finetune_retain"])}
         return raw
+
+    @model_validator(mode="before")
+    @classmethod
+    def _methods_unlearn_the_pairs_as_fine_tuned(cls, raw):
+        # A method without formats acts on the fine-tuning pairs in the answer formats the vanilla learned
+        # them in (MLLMU-Bench unlearns its fine-tuning QA pairs); drills and cloze are fine-tuning's aids.
+        if not (isinstance(raw, dict) and isinstance(raw.get("methods"), dict)
+                and isinstance(raw.get("finetune") or {}, dict)):
+            return raw  # left to the field checks, which name what is wrong
+        finetuned = (raw.get("finetune") or {}).get("formats", FinetuneConfig().formats)
+        answers = [f for f in finetuned if f in ANSWER_FORMATS] if isinstance(finetuned, list | tuple) else []
+        methods = {name: ({**method, "formats": answers or ["qa"]}
+                          if isinstance(method, dict) and "formats" not in method else method)
+                   for name, method in raw["methods"].items()}
+        return {**raw, "methods": methods}
 
     def retain_finetune(self) -> FinetuneConfig:
         """The retain-only model's recipe: ``finetune`` with ``finetune_retain``'s changes."""

@@ -12,7 +12,7 @@ from mmunlearn.config import MethodConfig
 from mmunlearn.methods import FORGET_OBJECTIVES, RETAIN_REGULARISERS, compose
 from mmunlearn.methods.common import answer_nll, model_inputs, sequence_logprobs
 from mmunlearn.methods.idkpo import preference_loss
-from mmunlearn.methods.kl import answer_kl, retain_kl
+from mmunlearn.methods.kl import answer_kl, retain_kl, retain_nll_kl
 from mmunlearn.methods.npo import npo_loss
 from mmunlearn.methods.rmu import control_vector, keep_retain_representations, masked_mse, misdirect_forget
 from mmunlearn.methods.simnpo import simnpo_loss
@@ -105,6 +105,17 @@ def test_kl_is_zero_when_current_equals_reference_and_positive_otherwise(tiny):
     reset_adapter(model)
 
 
+def test_mllmu_benchs_kl_regulariser_is_the_retain_nll_plus_the_kl(tiny):
+    """KL_Minimization.py descends on ``outputs_current.loss + kl_div`` over the retain set."""
+    model, _, batch = tiny
+    reset_adapter(model)
+    assert retain_nll_kl(model, batch, MethodConfig()).item() == pytest.approx(answer_nll(model, batch).item(), rel=1e-5)
+    perturb_adapter(model)
+    both = answer_nll(model, batch).item() + retain_kl(model, batch, MethodConfig()).item()
+    assert retain_nll_kl(model, batch, MethodConfig()).item() == pytest.approx(both, rel=1e-5)
+    reset_adapter(model)
+
+
 def test_answer_kl_hand_computed():
     p, q = torch.tensor([0.5, 0.5]), torch.tensor([0.9, 0.1])
     expected = float((p * (p.log() - q.log())).sum())
@@ -143,4 +154,4 @@ def test_composition_weights_and_unknown_names(tiny):
     with pytest.raises(KeyError, match="unknown retain regulariser"):
         compose(MethodConfig(forget="ga", retain="nope"))
     assert {"ga", "npo", "simnpo", "idkpo", "rmu"} <= set(FORGET_OBJECTIVES)
-    assert {"nll", "kl", "rmu"} <= set(RETAIN_REGULARISERS)
+    assert {"nll", "kl", "nll_kl", "rmu"} <= set(RETAIN_REGULARISERS)

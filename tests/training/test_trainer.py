@@ -16,6 +16,7 @@ from mmunlearn.training.trainer import (
     Collator,
     EncodedDataset,
     ForgetRetainDataset,
+    ForgetRetainSampler,
     GroupedBatchSampler,
     every_parameter_in_graph,
     run_training,
@@ -125,6 +126,40 @@ def test_gradient_ascent_raises_the_forget_loss(setup, tmp_path):
     run_training(model, dataset, collator, compose(MethodConfig(forget="ga")), _args(tmp_path, max_steps=6, save_strategy="no", learning_rate=3e-3))
     with torch.no_grad():
         assert answer_nll(model, probe).item() > before + 0.5
+
+
+def test_retain_partners_walk_the_whole_retain_set_over_the_epochs():
+    sampler = ForgetRetainSampler(forget_count=10, retain_count=25, seed=3)
+    epochs = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        epochs.append(list(sampler))
+        assert sorted(forget for forget, _ in epochs[-1]) == list(range(10))
+        assert list(sampler) == epochs[-1]  # the same epoch draws the same pairs (a resumed run)
+    partners = [retain for pairs in epochs for _, retain in pairs]
+    assert sorted(partners[:25]) == list(range(25))  # each retain example once before any twice
+    assert len(set(partners[25:])) == 5
+    assert [p for _, p in epochs[1]] != [p for _, p in epochs[0]]
+
+
+def test_unlearning_steps_see_the_whole_retain_set(setup, tmp_path):
+    """The retain partner was one fixed draw per forget example: over 2 epochs of 8 forget examples the
+    regulariser saw at most 8 of the 16 retain examples, the same ones each epoch."""
+    benchmark, processor, examples = setup
+    model = _lora_model(benchmark)
+    seen = []
+
+    def recording_loss(model, inputs):
+        retain = inputs["retain"]
+        seen.extend(tuple(ids[mask.bool()].tolist()) for ids, mask in zip(retain["input_ids"], retain["attention_mask"]))
+        return answer_nll(model, inputs["forget"])
+
+    retain = examples[8:24]
+    assert len({tuple(e["input_ids"]) for e in retain}) == 16
+    dataset = ForgetRetainDataset(examples[:8], retain=retain, seed=3)
+    run_training(model, dataset, Collator(processor.tokenizer.pad_token_id), recording_loss,
+                 _args(tmp_path, max_steps=-1, num_train_epochs=2, per_device_train_batch_size=4, save_strategy="no"))
+    assert len(seen) == 16 and len(set(seen)) == 16
 
 
 def test_training_arguments_follow_the_stage_config(tmp_path):

@@ -256,7 +256,7 @@ def prepare_unlearning(params: Params, method: str, config: MethodConfig, modali
     processor, pad_token_id = vanilla.processor, vanilla.processor.tokenizer.pad_token_id
     # on the compute device already (the Trainer would move it there): the reference log-probabilities
     # below run on it too
-    model = place(add_lora(merge_adapter(vanilla.model), params.finetune.lora))
+    model = place(add_lora(merge_adapter(vanilla.model), config.lora(params.finetune.lora)))
     try:
         loss.check_model(model)
     except ValueError as exc:  # before any checkpoint or run is started
@@ -312,5 +312,5 @@ def unlearn(params: Params, method: str, modality: str) -> Path:
     read = ["vanilla"] + (["retain"] if job.loss.reference_logprobs and config.reference == "retain" else [])
     train_on_examples(params, "unlearn", name, job.model, job.dataset, config, job.loss, log_params=log_params,
                       save=save, target=target, pad_token_id=job.pad_token_id,
-                      inputs={**read_inputs(params, read), "lora": params.finetune.lora.model_dump(mode="json")})
+                      inputs={**read_inputs(params, read), "lora": config.lora(params.finetune.lora).model_dump(mode="json")})
     return target

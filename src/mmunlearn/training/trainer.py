@@ -8,7 +8,6 @@ accumulation, checkpoints (an interrupted stage resumes from the last one) and l
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +44,8 @@ class EncodedDataset(Dataset):
 class ForgetRetainDataset(Dataset):
     """Each forget example (with its alternative answer, if any) and a retain example.
 
-    The retain partner is a seeded, index-determined draw, so a resumed run sees the same pairs.
+    Indexed by (forget index, retain index), the pairs ``ForgetRetainSampler`` draws; a plain forget
+    index takes the partner at its own position of the first seeded walk through the retain set.
     """
 
     def __init__(self, forget: list[dict], retain: list[dict], seed: int = 0,
@@ -57,13 +57,61 @@ class ForgetRetainDataset(Dataset):
     def __len__(self) -> int:
         return len(self.forget)
 
-    def __getitem__(self, index: int) -> dict:
-        item = {"forget": self.forget[index]}
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
+        forget_index, retain_index = index if isinstance(index, tuple) else (index, None)
+        item = {"forget": self.forget[forget_index]}
         if self.retain:
-            item["retain"] = self.retain[random.Random(self.seed * 1_000_003 + index).randrange(len(self.retain))]
+            if retain_index is None:
+                retain_index = retain_walk(len(self.retain), self.seed, forget_index)
+            item["retain"] = self.retain[retain_index]
         if self.alternative is not None:
-            item["forget_alternative"] = self.alternative[index]
+            item["forget_alternative"] = self.alternative[forget_index]
         return item
+
+
+def retain_walk(retain_count: int, seed: int, step: int) -> int:
+    """The retain example at ``step`` of an endless walk through the retain set: a new seeded order each
+    pass, so every retain example is seen once before any is seen again."""
+    return _retain_pass(retain_count, seed, step // retain_count)[step % retain_count]
+
+
+def _retain_pass(retain_count: int, seed: int, number: int) -> list[int]:
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + 7_919 + number)
+    return torch.randperm(retain_count, generator=generator).tolist()
+
+
+class ForgetRetainSampler(Sampler[tuple[int, int]]):
+    """(forget index, retain partner) pairs: the forget examples in a seeded random order each epoch, each
+    with the next retain example of ``retain_walk``.
+
+    MLLMU-Bench's GradDiff and KL descend on the whole retain set every epoch; one retain example per
+    forget example, drawn once per index, kept the regulariser on the same tenth of the retain set (a
+    10% forget set) for the whole run. Walking on from epoch to epoch, it sees as much of the retain
+    set as its steps allow, at the same cost per step.
+    """
+
+    def __init__(self, forget_count: int, retain_count: int, seed: int):
+        self.forget_count, self.retain_count, self.seed, self.epoch = forget_count, retain_count, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # the Trainer calls this before every epoch
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.forget_count
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.forget_count, generator=generator).tolist()
+        start = self.epoch * self.forget_count
+        walk = self._walk(start)
+        for forget_index in order:
+            yield forget_index, next(walk)
+
+    def _walk(self, start: int):
+        number, position = divmod(start, self.retain_count)
+        while True:  # retain_walk's steps, one permutation per pass rather than one per step
+            yield from _retain_pass(self.retain_count, self.seed, number)[position:]
+            number, position = number + 1, 0
 
 
 class GroupedBatchSampler(Sampler[int]):
@@ -131,6 +179,8 @@ class ObjectiveTrainer(Trainer):
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if isinstance(dataset, ForgetRetainDataset) and dataset.retain:
+            return ForgetRetainSampler(len(dataset), len(dataset.retain), dataset.seed)
         by_length = self.args.train_sampling_strategy == "group_by_length" and isinstance(dataset, EncodedDataset)
         if not (by_length or getattr(dataset, "has_conversations", False)):
             return super()._get_train_sampler(train_dataset)
