@@ -83,9 +83,14 @@ def test_study_stages_write_models_metrics_report_and_mlflow_runs(project, capsy
     for model in ("ga-multimodal", "hp_defense-text"):  # every cell carries the vanilla rate beside its own
         for attack, cells in attacks[model].items():
             for modality, cell in cells.items():
-                assert cell["before"] == attacks["vanilla"][attack][modality]["success"]
+                if attack == "rewrite_score":  # the deletion: the vanilla's fact probability beside its own
+                    assert cell["before"] == pytest.approx(attacks["vanilla"][attack][modality]["probability"])
+                    assert -1 <= cell["score"] <= 1 and cell["n"] > 0
+                else:
+                    assert cell["before"] == attacks["vanilla"][attack][modality]["success"]
+    assert "score" not in attacks["vanilla"]["rewrite_score"]["text"]
     matrix = (project / "reports" / "attacks.md").read_text()
-    assert "| HPDefense | text |" in matrix and "(B≈" in matrix
+    assert "| HPDefense | text |" in matrix and "(B≈" in matrix and "Rewrite score" in matrix
 
     _interrupted_evaluation_resumes(project, capsys)
 

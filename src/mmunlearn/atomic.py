@@ -117,6 +117,24 @@ def read_json(path: Path) -> dict:
     return value
 
 
+def read_json_lines(path: Path) -> list[dict]:
+    """One JSON object per line, or a DataError naming the file and line."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot be read ({exc})") from None
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: line {number} is not valid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}: line {number}: expected a JSON object, found {type(record).__name__}")
+        records.append(record)
+    return records
+
+
 def write_text(target: Path, text: str) -> None:
     with atomic_file(target) as tmp:
         tmp.write_text(text, encoding="utf-8")

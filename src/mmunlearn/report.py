@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from mmunlearn.atomic import read_json, write_text
+from mmunlearn.attacks import REWRITE_SCORE
 from mmunlearn.config import Params, parse_model_id
 from mmunlearn.errors import DataError
 from mmunlearn.evaluation.run import EVALUATED_SETS
@@ -85,19 +86,29 @@ def attack_markdown(summaries: Mapping[tuple[str, str], Mapping], attacks: tuple
         # the mean over the models (it was the first model's: GA's PD budget 23 read "B≈18", the vanilla's)
         budgets = {a: _mean([s[a][modality]["budget"] for s in summaries.values() if modality in s.get(a, {})])
                    for a in shown}
-        header = ["Model", "Unlearned on"] + [f"{a} (B≈{budgets[a]:.0f})" for a in shown]
+        header = ["Model", "Unlearned on", "Rewrite score"] + [f"{a} (B≈{budgets[a]:.0f})" for a in shown]
         lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for (name, unlearned_on), summary in summaries.items():
+            deleted = summary.get(REWRITE_SCORE, {}).get(modality, {}).get("score")
             cells = [_attack_cell(summary.get(a, {}).get(modality)) for a in shown]
-            lines.append("| " + " | ".join([name, unlearned_on, *cells]) + " |")
+            lines.append("| " + " | ".join([name, unlearned_on, _cell(deleted) if deleted is not None else "—",
+                                           *cells]) + " |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
 
 def attack_csv(summaries: Mapping[tuple[str, str], Mapping]) -> str:
+    """A row per model × attack × fact modality; the ``rewrite_score`` rows hold the mean rewrite score
+    under ``success`` and the mean fact probability before unlearning under ``before``."""
     lines = ["model,unlearned_on,fact_modality,attack,success,before,budget,n"]
     for (name, unlearned_on), summary in summaries.items():
+        for modality, cell in sorted(summary.get(REWRITE_SCORE, {}).items()):
+            if "score" in cell:
+                lines.append(f"{name},{unlearned_on},{modality},{REWRITE_SCORE},{cell['score']},{cell['before']},,"
+                             f"{cell['n']}")
         for attack, by_modality in summary.items():
+            if attack == REWRITE_SCORE:
+                continue
             for modality, cell in sorted(by_modality.items()):
                 before = "" if cell.get("before") is None else cell["before"]
                 lines.append(f"{name},{unlearned_on},{modality},{attack},{cell['success']},{before},"
@@ -144,7 +155,9 @@ ATTACK_PREAMBLE = """# Extraction attacks on the forget facts (UnLOK-VQA)
 
 Attack success rate on each model, the vanilla model's rate (before unlearning) in brackets; B is the
 attack's mean budget (candidate tokens for white-box attacks, sampled replies for black-box ones).
-Lower is better for the defender.
+Lower is better for the defender. The rewrite score is what unlearning removed before any attack: the
+mean over the facts of 1 − p_after / p_before of each fact's probability (1: gone, 0: unchanged;
+clipped at −1). A fact kept likely but hidden from the attacks is not deleted.
 
 """
 

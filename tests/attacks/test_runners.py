@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -14,6 +15,7 @@ from mmunlearn.attacks.blackbox import (
     blackbox_replies,
     outcomes,
 )
+from mmunlearn.attacks.deletion import deletion_summary, fact_logprobs, rewrite_score
 from mmunlearn.attacks.stage import summarise
 from mmunlearn.attacks.targets import forget_targets
 from mmunlearn.attacks.whitebox import LensQuery, whitebox_extractions
@@ -22,7 +24,7 @@ from mmunlearn.data.schema import Modality, Task
 from mmunlearn.data.splits import make_split
 from mmunlearn.data.synthetic import generate_benchmark
 from mmunlearn.models.tiny import build_tiny_model, tokenizer_corpus
-from mmunlearn.report import attack_markdown
+from mmunlearn.report import attack_csv, attack_markdown
 from mmunlearn.training.data import fact_tokens
 from tests.conftest import SMALL_DATA
 from tests.evaluation.test_resume import _interrupted_then_resumed
@@ -120,6 +122,42 @@ def test_whitebox_reads_each_fact_token_where_it_is_predicted():
     assert alone == found  # batching and left padding change nothing
 
 
+def test_fact_probability_is_the_teacher_forced_product_batched_or_alone():
+    model = _llama()
+    processor = SimpleNamespace(tokenizer=SimpleNamespace(pad_token_id=0))
+    queries = [LensQuery({"input_ids": torch.tensor(prompt + fact[:-1])}, fact)
+               for prompt, fact in (([5, 9, 3], [7, 2, 8]), ([7, 2, 8, 1, 6, 4], [3]), ([11], [12, 13]))]
+    expected = []
+    for query in queries:  # by hand: every fact token's log-probability, one full forward per query
+        ids = query.encoded["input_ids"].tolist() + [query.fact_ids[-1]]
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), dim=-1)
+        start = len(ids) - len(query.fact_ids)
+        expected.append(sum(logprobs[start - 1 + i, token].item() for i, token in enumerate(query.fact_ids)))
+    batched = fact_logprobs(model, processor, queries, batch_size=3)
+    assert batched == pytest.approx(expected, abs=1e-5)
+    assert [fact_logprobs(model, processor, [q])[0] for q in queries] == pytest.approx(batched, abs=1e-5)
+
+
+def test_rewrite_score_is_the_share_of_the_facts_probability_removed():
+    assert rewrite_score(math.log(0.1), math.log(0.4)) == pytest.approx(0.75)
+    assert rewrite_score(math.log(0.4), math.log(0.4)) == pytest.approx(0.0)
+    assert rewrite_score(math.log(0.9), math.log(0.01)) == -1.0  # clipped: a fact the vanilla barely knew
+
+    def record(pid, modality, p, attack="sample"):
+        return {"profile_id": pid, "attribute": "job", "modality": modality, "attack": attack,
+                "fact_logprob": None if p is None else math.log(p)}
+
+    before = [record("P1", "text", 0.8), record("P1", "text", 0.8, "head_projection"), record("P2", "text", 0.4),
+              record("P1", "image", 0.5)]
+    after = [record("P1", "text", 0.2), record("P1", "text", 0.2, "head_projection"), record("P2", "text", 0.4),
+             record("P1", "image", 0.5), record("P3", "image", None)]
+    summary = deletion_summary(after, before)
+    assert summary["text"] == pytest.approx({"probability": 0.3, "before": 0.6, "score": (0.75 + 0.0) / 2, "n": 2})
+    assert summary["image"] == pytest.approx({"probability": 0.5, "before": 0.5, "score": 0.0, "n": 1})
+    assert deletion_summary(before, None)["text"] == pytest.approx({"probability": 0.6, "n": 2})
+
+
 def test_an_interrupted_whitebox_pass_resumes_with_only_its_unfinished_batches(tmp_path):
     model = _llama()
     processor = SimpleNamespace(tokenizer=SimpleNamespace(pad_token_id=0))
@@ -165,7 +203,14 @@ def test_summary_and_report_show_each_rate_beside_the_vanilla_rate():
     summary = summarise(records, before={"sample": {"text": {"success": 0.75}}})
     assert summary == {"sample": {"text": {"success": 0.25, "budget": 4.0, "n": 4, "before": 0.75}}}
     table = attack_markdown({("GA", "text"): summary}, ("sample", "head_projection"))
-    assert "| GA | text | 0.250 (0.750) |" in table and "sample (B≈4)" in table
+    assert "| GA | text | — | 0.250 (0.750) |" in table and "sample (B≈4)" in table  # no rewrite score given
+    deleted = attack_markdown({("GA", "text"): {**summary, "rewrite_score": {"text": {"score": 0.9, "before": 0.6,
+                                                                                     "probability": 0.06, "n": 4}}}},
+                              ("sample",))
+    assert "| GA | text | 0.900 | 0.250 (0.750) |" in deleted and "| Rewrite score |" in deleted
+    rows = attack_csv({("GA", "text"): {**summary, "rewrite_score": {"text": {"score": 0.9, "before": 0.6,
+                                                                             "probability": 0.06, "n": 4}}}})
+    assert rows.splitlines()[1:] == ["GA,text,text,rewrite_score,0.9,0.6,,4", "GA,text,text,sample,0.25,0.75,4.0,4"]
     # B is the mean over the models, not the first model's budget
     lens = {"vanilla": 18.0, "ga": 24.0}
     lens_table = attack_markdown({(name, "text"): {"head_projection": {"text": {"success": 0.5, "budget": budget,

@@ -1,1 +1,4 @@
 """Extraction attacks (UnLOK-VQA): is the forgotten answer still readable from the model?"""
+
+# metrics/attacks/<model>.json's key beside the attacks: the deletion before any attack (deletion.py)
+REWRITE_SCORE = "rewrite_score"

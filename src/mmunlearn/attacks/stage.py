@@ -1,7 +1,8 @@
 """The ``attack@<model>`` stage: every white-box and black-box attack on one model's forget facts.
 
 Results per attack × modality of the fact (face or name): success rate, mean budget B and the number
-of facts, with the vanilla model's success rate beside it as ``before`` — the rate before unlearning.
+of facts, with the vanilla model's success rate beside it as ``before`` — the rate before unlearning;
+and under ``rewrite_score`` how much of the facts' probability unlearning removed (attacks/deletion.py).
 To ``metrics/attacks/<model>.json`` (``dvc metrics show``), per-fact records to
 ``reports/attacks/<model>.jsonl``, and MLflow metrics ``attack.<attack>.<modality>.<success|budget|before>``.
 """
@@ -13,13 +14,15 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from mmunlearn.atomic import read_json, write_json, write_json_lines
+from mmunlearn.atomic import read_json, read_json_lines, write_json, write_json_lines
 from mmunlearn.attacks.blackbox import (
     SamplingSettings,
     blackbox_names,
     blackbox_replies,
     outcomes,
 )
+from mmunlearn.attacks import REWRITE_SCORE
+from mmunlearn.attacks.deletion import FACT_LOGPROB, deletion_summary, fact_logprobs
 from mmunlearn.attacks.targets import AttackTarget, forget_targets
 from mmunlearn.attacks.whitebox import (
     WHITEBOX_ATTACKS,
@@ -51,8 +54,9 @@ def attack_names(rungs: Sequence[str]) -> tuple[str, ...]:
 
 def run_attacks(model, processor, targets: Sequence[AttackTarget], config: AttackConfig, rungs: Sequence[str],
                 system_prompt: str | None = None, journal: Journal | None = None) -> list[dict]:
-    """One record per (fact, attack): {profile_id, attribute, modality, attack, success, budget}.
-    ``journal``: an interrupted run's finished batches (white-box and black-box) are read back."""
+    """One record per (fact, attack): {profile_id, attribute, modality, attack, success, budget, fact_logprob}
+    (the model's log p(fact), the same on every record of a fact; None where the fact straddles a token
+    boundary). ``journal``: an interrupted run's finished batches (every pass) are read back."""
     queries = [lens_query(processor, generation_text(t.question), t.image_png, t.answer, t.value,
                           system_prompt) for t in targets]
     scorable = [i for i, query in enumerate(queries) if query is not None]
@@ -62,6 +66,8 @@ def run_attacks(model, processor, targets: Sequence[AttackTarget], config: Attac
     lens_found = dict(zip(scorable, whitebox_extractions(model, processor, [queries[i] for i in scorable],
                                                          config.layers, config.k, config.batch_size,
                                                          journal=scoped(journal, "white-box"))))
+    logprobs = dict(zip(scorable, fact_logprobs(model, processor, [queries[i] for i in scorable], config.batch_size,
+                                                scoped(journal, "fact-probability"))))
     sampling = SamplingSettings(config.samples, config.seed, config.temperature, config.top_k,
                                 config.max_new_tokens, config.batch_size)
     sampled = [outcomes(target, replies) for target, replies in
@@ -72,7 +78,8 @@ def run_attacks(model, processor, targets: Sequence[AttackTarget], config: Attac
         for attack, outcome in [*lens_found.get(index, {}).items(), *sampled[index].items()]:
             records.append({"profile_id": target.profile_id, "attribute": target.attribute,
                             "modality": str(target.modality), "attack": attack,
-                            "success": outcome.success, "budget": outcome.budget})
+                            "success": outcome.success, "budget": outcome.budget,
+                            FACT_LOGPROB: logprobs.get(index)})
     return records
 
 
@@ -91,13 +98,16 @@ def summarise(records: Sequence[dict], before: dict | None = None) -> dict:
     return summary
 
 
-def _before(params: Params, model_name: str) -> dict | None:
+def _before(params: Params, model_name: str) -> tuple[dict, list[dict]] | None:
+    """The vanilla model's summary and per-fact records: the rates and fact probabilities before unlearning."""
     if model_name == BEFORE_MODEL:
         return None
-    path = attack_metrics_path(params, BEFORE_MODEL)
-    if not path.is_file():
-        raise DataError(f"{path}: not found — the pre-unlearning rates (run `mmunlearn attack --model {BEFORE_MODEL}`)")
-    return read_json(path)
+    paths = attack_metrics_path(params, BEFORE_MODEL), attack_records_path(params, BEFORE_MODEL)
+    for path in paths:
+        if not path.is_file():
+            raise DataError(f"{path}: not found — the pre-unlearning rates (run `mmunlearn attack --model "
+                            f"{BEFORE_MODEL}`)")
+    return read_json(paths[0]), read_json_lines(paths[1])
 
 
 def attack_stage(params: Params, model_name: str) -> dict:
@@ -121,7 +131,8 @@ def attack_stage(params: Params, model_name: str) -> dict:
                              "system_prompt": settings.system_prompt or ""}, params.paths.data_dvc):
         records = run_attacks(model, processor, targets, params.attack, params.data.test_pose_difficulties,
                               settings.system_prompt, journal)
-        summary = summarise(records, before)
+        summary = summarise(records, before and before[0])
+        summary[REWRITE_SCORE] = deletion_summary(records, before and before[1])
         tracking.log_metrics({"attack": summary})
     write_json(attack_metrics_path(params, model_name), summary)
     write_json_lines(attack_records_path(params, model_name), records)
