@@ -108,6 +108,25 @@ def test_unlearning_modality_decides_what_the_forget_data_shows(study, monkeypat
     assert runs["ga-text"].data.metrics["train.examples"] == len(text)
 
 
+def test_unlearning_acts_on_the_pairs_as_fine_tuned_without_their_end_of_sequence(study, monkeypatch):
+    """Forget answers under the vanilla's generation instruction (they were bare QA), EOS not ascended on,
+    and a retain partner for each that walks the retain set (ForgetRetainSampler)."""
+    from mmunlearn.models.prompts import GENERATION_INSTRUCTION
+    from mmunlearn.training.data import IGNORE_INDEX
+    from mmunlearn.training.stages import prepare_unlearning
+
+    monkeypatch.chdir(study)
+    params = load_params(study / "params.yaml")
+    job = prepare_unlearning(params, "grad_diff", params.methods["grad_diff"], "text")
+    tokenizer = job.processor.tokenizer
+    for example in job.dataset.forget:
+        labels = example["labels"][example["labels"] != IGNORE_INDEX]
+        assert labels[-1] != tokenizer.eos_token_id and example["input_ids"][-1] == tokenizer.eos_token_id
+        assert GENERATION_INSTRUCTION in tokenizer.decode(example["input_ids"])
+    retain_labels = job.dataset.retain[0]["labels"]
+    assert retain_labels[retain_labels != IGNORE_INDEX][-1] == tokenizer.eos_token_id  # descent keeps the ending
+
+
 def test_judged_evaluation_with_a_general_set_fills_factuality_caches_it_and_never_leaks_the_key(study, monkeypatch, capsys, caplog):
     from mmunlearn.tracking import find_runs
     from tests.evaluation.openai_server import OpenAICompatibleServer

@@ -232,6 +232,9 @@ class MethodConfig(ExampleRecipe):
     # Which tokens of a forget answer the objective acts on: the whole answer, or only the private fact
     # inside it (the rest is context) — UnLOK-VQA's defenses act on the short answer.
     labels_on: Literal["answer", "fact"] = "answer"
+    # Whether the forget objective also acts on the end-of-sequence token after each forget answer (and
+    # alternative answer). MLLMU-Bench's forget batches have none; with it, ascent unlearned ending replies.
+    forget_eos: bool = False
     prompt_prefixes: tuple[str, ...] = ()  # each forget prompt also behind each prefix (Input Rephrasing defense)
     lens_layers: tuple[int, ...] = (-4, -3, -2, -1)  # lens defenses: layers guarded (negative: from the top)
     lens_k: int = Field(10, ge=1)  # HP defense: keep the fact out of each layer's top-k / bottom-k

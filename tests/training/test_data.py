@@ -36,6 +36,17 @@ def test_prompt_tokens_are_masked_and_only_the_answer_is_learned(processor):
     assert encoded[IMAGE_INPUTS]["pixel_values"].shape == (1, 3, 32, 32)
 
 
+def test_a_forget_answer_is_learned_without_its_end_of_sequence(processor):
+    """MLLMU-Bench's forget batches end with the answer: gradient ascent on EOS unlearned ending replies."""
+    processor, benchmark = processor
+    example = TextExample("Where was this person born?", "This person was born in Oslo, Norway.", None)
+    with_end, without = encode_example(processor, example), encode_example(processor, example, end_label=False)
+    assert torch.equal(with_end["input_ids"], without["input_ids"])  # the EOS is still there, as input
+    learned = without["labels"] != IGNORE_INDEX
+    assert processor.tokenizer.decode(without["input_ids"][learned]) == " This person was born in Oslo, Norway."
+    assert (with_end["labels"] != IGNORE_INDEX).sum() == learned.sum() + 1
+
+
 def test_collate_left_pads_and_stacks_only_present_images(processor):
     processor, benchmark = processor
     with_image = encode_example(processor, TextExample("Who is this?", "Nobody.", benchmark.full[0].image))

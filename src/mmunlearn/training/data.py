@@ -67,12 +67,14 @@ def fact_tokens(tokenizer, answer: str, fact: str, separator: str = " ") -> tupl
 
 
 def encode_example(processor, example: TextExample, system_prompt: str | None = None,
-                   labels_on: str = "answer", prompt: dict | None = None) -> dict[str, torch.Tensor]:
+                   labels_on: str = "answer", prompt: dict | None = None,
+                   end_label: bool = True) -> dict[str, torch.Tensor]:
     """Token ids of prompt + answer + EOS, labels masked to the answer (+ EOS, + prompt targets), pixels if any.
 
     ``labels_on="fact"``: labels on the fact's tokens only (the rest of the answer is context), for an
-    example that names its fact; otherwise on the whole answer. ``prompt``: the example's prompt already
-    encoded (``encode_prompts``, many at once).
+    example that names its fact; otherwise on the whole answer. ``end_label=False``: the EOS after the
+    answer is input, not a label. ``prompt``: the example's prompt already encoded (``encode_prompts``,
+    many at once).
     """
     if prompt is not None:
         encoded = prompt  # not changed here: with_tokens below returns a new dict
@@ -89,6 +91,8 @@ def encode_example(processor, example: TextExample, system_prompt: str | None = 
     answer_ids = torch.tensor(tokenizer(separator + example.answer, add_special_tokens=False)["input_ids"]
                               + [tokenizer.eos_token_id] if example.answer else [], dtype=prompt_ids.dtype)
     answer_labels = answer_ids.clone()
+    if not end_label and example.answer:
+        answer_labels[-1] = IGNORE_INDEX
     span = fact_tokens(tokenizer, example.answer, example.fact, separator) if labels_on == "fact" and example.fact in example.answer and example.fact else None
     if span is not None:
         before, fact = span

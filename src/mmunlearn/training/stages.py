@@ -80,11 +80,12 @@ def read_inputs(params: Params, models: list[str | None]) -> dict:
             "split": files_fingerprint(params.paths.splits)}
 
 
-def encode_all(processor, examples: list[TextExample], desc: str, labels_on: str = "answer") -> list[dict]:
+def encode_all(processor, examples: list[TextExample], desc: str, labels_on: str = "answer",
+               end_label: bool = True) -> list[dict]:
     single_turn = [index for index, e in enumerate(examples) if not e.context]  # conversations: one at a time
     prompts = dict(zip(single_turn, encode_prompts(processor, [(examples[i].user_text, examples[i].image_png)
                                                                for i in single_turn])))
-    return [encode_example(processor, e, labels_on=labels_on, prompt=prompts.get(index))
+    return [encode_example(processor, e, labels_on=labels_on, prompt=prompts.get(index), end_label=end_label)
             for index, e in tqdm(enumerate(examples), desc=desc, total=len(examples), unit="example", leave=False)]
 
 
@@ -267,9 +268,12 @@ def prepare_unlearning(params: Params, method: str, config: MethodConfig, modali
         return recipe_examples(people, config, pools, pairs_modality)
 
     forget_examples = with_prompt_prefixes(examples_of(split.forget), config.prompt_prefixes)
-    forget = encode_all(processor, forget_examples, f"{name}: encoding forget", config.labels_on)
+    # MLLMU-Bench's forget batches end with the answer (its LLaVA collate adds no EOS): ascent on the EOS
+    # too taught the model never to end a reply
+    forget = encode_all(processor, forget_examples, f"{name}: encoding forget", config.labels_on, config.forget_eos)
     alternative = (encode_all(processor, ALTERNATIVES[loss.alternative](forget_examples, config.seed, pools),
-                              f"{name}: encoding alternatives", config.labels_on) if loss.alternative else None)
+                              f"{name}: encoding alternatives", config.labels_on, config.forget_eos)
+                   if loss.alternative else None)
     retain = encode_all(processor, examples_of(split.retain), f"{name}: encoding retain") if loss.needs_retain else []
     if loss.reference_logprobs:
         _with_reference_logprobs(params, config, model, pad_token_id, [forget] + ([alternative] if alternative else []))
