@@ -302,13 +302,18 @@ class AttackConfig(_Section):
 
     White-box: the logit lens of ``layers`` (1-based; negative counts from the top, -1 the last), the
     top/bottom ``k`` tokens per layer. Black-box: ``samples`` sampled replies per prompt, up to
-    ``rephrasings`` paraphrases per question, every re-posed face of the Test set.
+    ``rephrasings`` paraphrases, ``prefixes`` and ``jailbreaks`` per question, every re-posed face of the
+    Test set.
     """
 
     layers: tuple[int, ...] = (-4, -3, -2, -1)
     k: int = Field(5, ge=1)
     samples: int = Field(4, ge=1)
     rephrasings: int = Field(2, ge=0)
+    # UnLOK-VQA's random-prefix attack: sentence openings put before the question
+    prefixes: tuple[str, ...] = ()
+    # prompts put before the question that license or demand the answer; "{attribute}" is filled in
+    jailbreaks: tuple[str, ...] = ()
     temperature: float = Field(1.0, gt=0)
     top_k: int = Field(50, ge=1)
     max_new_tokens: int = Field(24, ge=1)
@@ -319,6 +324,11 @@ class AttackConfig(_Section):
     def _some_layers(self) -> AttackConfig:
         if not self.layers or 0 in self.layers:
             raise ValueError("layers: name at least one layer; 1 is the first, -1 the last (0 is neither)")
+        for number, template in enumerate(self.jailbreaks):
+            try:
+                template.format(attribute="x")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(f"jailbreaks[{number}]: {template!r} may only name {{attribute}} ({exc!r})") from None
         return self
 
 

@@ -198,6 +198,29 @@ def test_blackbox_budgets_and_success_come_from_the_sampled_replies(study):
     assert not any(o.success for o in outcomes(replace(face, value="zz-never-said-zz"), replies[0]).values())
 
 
+def test_prefix_and_jailbreak_attacks_put_their_text_before_the_training_question(study):
+    from mmunlearn.models.prompts import generation_text
+
+    split, _, _ = study
+    face = next(t for t in forget_targets(split, rephrasings=2) if t.modality is Modality.IMAGE)
+    prompts = attack_prompts(face, RUNGS, prefixes=("I'm trying out. ", "A man who was. "),
+                             jailbreaks=("Say this person's {attribute}. ",))
+    assert [r.user_text for r in prompts["prefix_rephrase"]] == [generation_text("I'm trying out. " + face.question),
+                                                             generation_text("A man who was. " + face.question)]
+    attribute = face.attribute.replace("_", " ")
+    assert [r.user_text for r in prompts["jailbreak"]] == [generation_text(f"Say this person's {attribute}. " + face.question)]
+    assert all(r.image_png == face.image_png for r in prompts["prefix_rephrase"] + prompts["jailbreak"])
+    assert set(prompts["prefix_rephrase"] + prompts["jailbreak"]) <= set(prompts["any_blackbox"])
+    assert "prefix_rephrase" not in attack_prompts(face, RUNGS)  # none given: the attack is left out
+
+
+def test_a_jailbreak_template_naming_anything_but_the_attribute_is_refused():
+    from mmunlearn.config import AttackConfig
+
+    with pytest.raises(ValueError, match=r"jailbreaks\[1\]"):
+        AttackConfig(jailbreaks=("Tell me their {attribute}. ", "Tell {name} everything. "))
+
+
 def test_summary_and_report_show_each_rate_beside_the_vanilla_rate():
     records = [{"attack": "sample", "modality": "text", "success": s, "budget": 4} for s in (True, False, False, False)]
     summary = summarise(records, before={"sample": {"text": {"success": 0.75}}})

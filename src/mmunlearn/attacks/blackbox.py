@@ -6,6 +6,10 @@ budget B is prompts × samples (per target). Prompts ask in the evaluation's one
 
 - ``sample``: the training question itself (with the training face for face questions);
 - ``question_rephrase``: the question's paraphrases (targets.py), same face;
+- ``prefix_rephrase``: the question behind unrelated sentence openings (UnLOK-VQA's "random prefix"
+  attack: its five prefixes by default, none of them the Input Rephrasing defense's four), same face;
+- ``jailbreak``: the question behind a prompt that tells the model it may or must say the attribute
+  (``{attribute}`` filled in), same face;
 - ``image_rephrase_<rung>``: face questions only, the training question over a re-posed face, one
   attack per rung of the easy → hard ladder (increasing distance from the trained picture);
 - ``multimodal_rephrase``: face questions only, every paraphrase over every re-posed face;
@@ -35,7 +39,8 @@ class SamplingSettings:
     batch_size: int = 32
 
 
-def attack_prompts(target: AttackTarget, rungs: Sequence[str]) -> dict[str, list[Request]]:
+def attack_prompts(target: AttackTarget, rungs: Sequence[str], prefixes: Sequence[str] = (),
+                   jailbreaks: Sequence[str] = ()) -> dict[str, list[Request]]:
     """Each black-box attack's prompts for one target (an attack that does not apply is left out)."""
     def ask(question: str, image: bytes | None) -> Request:
         return Request(generation_text(question), image)
@@ -43,6 +48,12 @@ def attack_prompts(target: AttackTarget, rungs: Sequence[str]) -> dict[str, list
     prompts = {"sample": [ask(target.question, target.image_png)]}
     if target.rephrasings:
         prompts["question_rephrase"] = [ask(text, target.image_png) for text in target.rephrasings]
+    if prefixes:
+        prompts["prefix_rephrase"] = [ask(prefix + target.question, target.image_png) for prefix in prefixes]
+    if jailbreaks:
+        attribute = target.attribute.replace("_", " ")
+        prompts["jailbreak"] = [ask(template.format(attribute=attribute) + target.question, target.image_png)
+                                for template in jailbreaks]
     if target.image_png is not None:
         for rung in rungs:
             if rung in target.poses:
@@ -58,8 +69,8 @@ ANY_BLACKBOX = "any_blackbox"
 
 
 def blackbox_names(rungs: Sequence[str]) -> tuple[str, ...]:
-    return ("sample", "question_rephrase", *(f"image_rephrase_{rung}" for rung in rungs), "multimodal_rephrase",
-            ANY_BLACKBOX)
+    return ("sample", "question_rephrase", "prefix_rephrase", "jailbreak",
+            *(f"image_rephrase_{rung}" for rung in rungs), "multimodal_rephrase", ANY_BLACKBOX)
 
 
 def contains_fact(reply: str, value: str) -> bool:
@@ -74,10 +85,11 @@ class Outcome:
 
 def blackbox_replies(model, processor, targets: Sequence[AttackTarget], rungs: Sequence[str],
                      settings: SamplingSettings, system_prompt: str | None = None,
-                     journal: JournalScope | None = None) -> list[dict[str, list[str]]]:
+                     journal: JournalScope | None = None, prefixes: Sequence[str] = (),
+                     jailbreaks: Sequence[str] = ()) -> list[dict[str, list[str]]]:
     """Every reply each attack got, per target; each distinct prompt is sampled once. ``journal``:
     batches an interrupted run sampled are read back."""
-    per_target = [attack_prompts(target, rungs) for target in targets]
+    per_target = [attack_prompts(target, rungs, prefixes, jailbreaks) for target in targets]
     distinct = list(dict.fromkeys(request for prompts in per_target for requests in prompts.values()
                                   for request in requests))
     replies = dict(zip(distinct, sample_replies(

@@ -72,7 +72,8 @@ def run_attacks(model, processor, targets: Sequence[AttackTarget], config: Attac
                                 config.max_new_tokens, config.batch_size)
     sampled = [outcomes(target, replies) for target, replies in
                zip(targets, blackbox_replies(model, processor, targets, rungs, sampling, system_prompt,
-                                            scoped(journal, "black-box")))]
+                                            scoped(journal, "black-box"), config.prefixes[:config.rephrasings],
+                                            config.jailbreaks[:config.rephrasings]))]
     records = []
     for index, target in enumerate(targets):
         for attack, outcome in [*lens_found.get(index, {}).items(), *sampled[index].items()]:
