@@ -151,7 +151,8 @@ def test_unlearning_steps_see_the_whole_retain_set(setup, tmp_path):
 
     def recording_loss(model, inputs):
         retain = inputs["retain"]
-        seen.extend(tuple(ids[mask.bool()].tolist()) for ids, mask in zip(retain["input_ids"], retain["attention_mask"]))
+        seen.extend(tuple(ids[mask.bool()].tolist())
+                    for ids, mask in zip(retain["input_ids"], retain["attention_mask"]))
         return answer_nll(model, inputs["forget"])
 
     retain = examples[8:24]

@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mmunlearn.atomic import read_json, read_json_lines, write_json, write_json_lines
+from mmunlearn.attacks import REWRITE_SCORE
 from mmunlearn.attacks.blackbox import (
     SamplingSettings,
     blackbox_names,
     blackbox_replies,
     outcomes,
 )
-from mmunlearn.attacks import REWRITE_SCORE
 from mmunlearn.attacks.deletion import FACT_LOGPROB, deletion_summary, fact_logprobs
 from mmunlearn.attacks.targets import AttackTarget, forget_targets
 from mmunlearn.attacks.whitebox import (
