@@ -287,3 +287,9 @@ def test_a_malformed_output_of_an_earlier_stage_is_named(project, capsys, conten
     assert run_cli(["data", "synth"], capsys)[0] == 0 and run_cli(["split"], capsys)[0] == 0
     code, _, err = run_cli(["attack", "--model", "ga-text"], capsys)
     _assert_one_clean_line(code, err, "metrics/attacks/vanilla.json", needle)
+    attacks.write_text("{}")  # the rates read; the vanilla's per-fact records cut short
+    records = project / "reports" / "attacks" / "vanilla.jsonl"
+    records.parent.mkdir(parents=True)
+    records.write_text('{"attack": "sample"}\n{"attack": ')
+    code, _, err = run_cli(["attack", "--model", "ga-text"], capsys)
+    _assert_one_clean_line(code, err, "reports/attacks/vanilla.jsonl", "line 2 is not valid JSON")

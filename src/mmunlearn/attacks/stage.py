@@ -103,12 +103,14 @@ def _before(params: Params, model_name: str) -> tuple[dict, list[dict]] | None:
     """The vanilla model's summary and per-fact records: the rates and fact probabilities before unlearning."""
     if model_name == BEFORE_MODEL:
         return None
-    paths = attack_metrics_path(params, BEFORE_MODEL), attack_records_path(params, BEFORE_MODEL)
-    for path in paths:
+    found = []
+    for path, read in ((attack_metrics_path(params, BEFORE_MODEL), read_json),
+                       (attack_records_path(params, BEFORE_MODEL), read_json_lines)):
         if not path.is_file():
             raise DataError(f"{path}: not found — the pre-unlearning rates (run `mmunlearn attack --model "
                             f"{BEFORE_MODEL}`)")
-    return read_json(paths[0]), read_json_lines(paths[1])
+        found.append(read(path))
+    return found[0], found[1]
 
 
 def attack_stage(params: Params, model_name: str) -> dict:
