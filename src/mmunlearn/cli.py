@@ -72,6 +72,28 @@ def data_import_unlok(
                f"(pose rungs {benchmark.manifest['pose_rungs']}; set data.test_pose_difficulties to match)")
 
 
+@data_app.command("import-mllmu")
+def data_import_mllmu(
+    ctx: typer.Context,
+    release: Annotated[Path, typer.Argument(help="a local copy of the MLLMU-Bench release (Full_Set/, ft_Data/, "
+                                                 "Test_Set/, Retain_Set/, forget_5|10|15/)")],
+    out: Annotated[Path | None, typer.Option(help="output folder (default: paths.benchmark)")] = None,
+) -> None:
+    """Import a local copy of the official MLLMU-Bench release into the benchmark layout, its forget sets kept."""
+    from mmunlearn.atomic import atomic_dir
+    from mmunlearn.data.mllmu import import_mllmu
+    from mmunlearn.data.schema import MANIFEST_FILE, save_benchmark
+
+    benchmark = import_mllmu(release)
+    target = Path(out or _params(ctx).paths.benchmark)
+    with atomic_dir(target, marks=(MANIFEST_FILE,)) as staging:
+        save_benchmark(staging, benchmark)
+    poses, forget = benchmark.manifest["test_pose_difficulties"], benchmark.manifest["forget_ids"]
+    typer.echo(f"import-mllmu: {len(benchmark.full)} profiles, {len(benchmark.celebrity)} celebrities → {target} "
+               f"(poses {poses}: set data.test_pose_difficulties and split.test_image_difficulty from them; "
+               f"the release's forget sets {sorted(forget, key=int)} % are used by split.forget_percent)")
+
+
 @app.command("validate")
 def validate(ctx: typer.Context) -> None:
     """Run the expectation suites; write metrics/data_quality.json; fail on a critical defect."""

@@ -7,14 +7,19 @@ that name the file and the dotted field (``params.yaml: data.num_profiles: ...``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, ValidationError, model_validator
 
 from mmunlearn.errors import ConfigError
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
+
+
+# A Test-set pose: a rung of the generator's easy → hard ladder, or pose<N> of an imported MLLMU-Bench release
+# (data/mllmu.py), whose re-posed faces carry no difficulty
+PoseName = Annotated[str, StringConstraints(pattern=r"^(easy|medium|hard|pose[0-9]+)$")]
 
 
 class _Section(BaseModel):
@@ -60,8 +65,9 @@ class DataConfig(_Section):
     # Ways each fictitious fact is asked in its fine-tuning pairs (1 = a single phrasing). Evaluation and
     # Test questions are always worded differently; more training wordings make the facts answerable in them.
     finetune_phrasings: int = Field(3, ge=1)
-    # Re-posed images per profile for the Test set, one per difficulty rung (easy → hard).
-    test_pose_difficulties: tuple[Literal["easy", "medium", "hard"], ...] = ("easy", "medium", "hard")
+    # Re-posed images per profile for the Test set, one per difficulty rung (easy → hard); an imported
+    # MLLMU-Bench release names its poses pose1, pose2, ... (the generator draws only the ladder's rungs).
+    test_pose_difficulties: tuple[PoseName, ...] = ("easy", "medium", "hard")
     # `mmunlearn data fetch` gives up on the DVC remote after this long and regenerates (None: waits).
     # How the data is fetched, not what it is: left out of generator_params.
     pull_timeout_s: float | None = Field(300.0, gt=0)
@@ -94,7 +100,7 @@ class SplitConfig(_Section):
     seed: int = 0
     forget_percent: Literal[5, 10, 15] = 10
     # Which re-posed image the Test set asks its image+text questions with.
-    test_image_difficulty: Literal["easy", "medium", "hard"] = "medium"
+    test_image_difficulty: PoseName = "medium"
 
 
 class ValidateConfig(_Section):

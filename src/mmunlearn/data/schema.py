@@ -227,8 +227,8 @@ def _json_field(text: str | None, where: str, default: Any) -> Any:
         raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
 
 
-def read_profiles(path: Path) -> tuple[Profile, ...]:
-    """Read a profile table written by ``write_profiles`` (or an official-release parquet file)."""
+def read_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """(column names, rows) of a parquet file; DataError naming the file when it is missing or unreadable."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
@@ -236,21 +236,28 @@ def read_profiles(path: Path) -> tuple[Profile, ...]:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"{path}: not a readable parquet file ({exc})") from None
-    if "ID" not in table.column_names:
-        raise DataError(f"{path}: column 'ID' missing (columns: {table.column_names})")
-    profiles = []
-    for index, row in enumerate(table.to_pylist()):
-        where = f"{path} row {index} (ID {row.get('ID')!r})"
-        try:
-            profiles.append(_profile_from_row(row, where))
-        except (AttributeError, TypeError) as exc:  # a column or JSON field of another shape than the release's
-            raise DataError(f"{where}: a field is not laid out as MLLMU-Bench's files lay it out "
-                            f"({type(exc).__name__}: {exc})") from None
-    return tuple(profiles)
+    return table.column_names, table.to_pylist()
+
+
+def read_profiles(path: Path) -> tuple[Profile, ...]:
+    """Read a profile table written by ``write_profiles`` (or an official-release parquet file)."""
+    columns, rows = read_rows(path)
+    if "ID" not in columns:
+        raise DataError(f"{path}: column 'ID' missing (columns: {columns})")
+    return tuple(profile_from_row(row, f"{path} row {index} (ID {row.get('ID')!r})") for index, row in enumerate(rows))
+
+
+def profile_from_row(row: dict[str, Any], where: str) -> Profile:
+    """One profile from a row of a profile table or of the official release (``where`` names the row in
+    errors); a column the row lacks reads as empty."""
+    try:
+        return _profile_from_row(row, where)
+    except (AttributeError, TypeError) as exc:  # a column or JSON field of another shape than the release's
+        raise DataError(f"{where}: a field is not laid out as MLLMU-Bench's files lay it out "
+                        f"({type(exc).__name__}: {exc})") from None
 
 
 def _profile_from_row(row: dict[str, Any], where: str) -> Profile:
-    """One profile from a row of a profile table (``where`` names the row in errors)."""
     image = row.get("image") or {}
     pairs = [
         FinetunePair(pair.get("Question", ""), pair.get("Answer", ""),
@@ -263,7 +270,7 @@ def _profile_from_row(row: dict[str, Any], where: str) -> Profile:
         for pose in row.get("images") or []
     )
     return Profile(
-        id=str(row["ID"]) if row["ID"] is not None else "",
+        id=str(row["ID"]) if row.get("ID") is not None else "",
         name=row.get("name") or "",
         kind=row.get("kind") or "fictitious",
         image=image.get("bytes") or b"",

@@ -1,12 +1,14 @@
 """Forget / retain / test / celebrity split of a benchmark (the paper's 5, 10 or 15 % forget sets).
 
-Forget profiles are a seeded sample of the fictitious profiles; retain is the rest; the Test set is
+Forget profiles are a seeded sample of the fictitious profiles (or, for an imported release, its own
+forget set of that size: the manifest's ``forget_ids``); retain is the rest; the Test set is
 the forget profiles' paraphrased questions and re-posed images; celebrities are kept whole.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,7 @@ from mmunlearn.config import SplitConfig
 from mmunlearn.data.schema import Benchmark, Profile, read_profiles, write_profiles
 from mmunlearn.errors import DataError
 
+log = logging.getLogger(__name__)
 SPLIT_PARTS = ("forget", "retain", "test", "celebrity")
 SPLIT_MANIFEST = "split.json"
 
@@ -34,18 +37,34 @@ def make_split(benchmark: Benchmark, config: SplitConfig) -> Split:
     forget_count = max(1, round(len(ids) * config.forget_percent / 100))
     if forget_count >= len(ids):
         raise DataError(f"forget_percent {config.forget_percent} leaves no retain profiles among {len(ids)}")
-    forget_ids = set(random.Random(config.seed).sample(ids, forget_count))
+    official = benchmark.manifest.get("forget_ids", {}).get(str(config.forget_percent))
+    if official is not None:  # an imported release's own forget set (data/mllmu.py), as the paper's rows use
+        forget_ids = set(official)
+        unknown = sorted(forget_ids - set(ids))
+        problem = (f"names profiles not in the benchmark: {unknown[:5]}" if unknown else "is empty" if not forget_ids
+                   else "leaves no retain profiles" if len(forget_ids) >= len(ids) else None)
+        if problem:
+            raise DataError(f"benchmark manifest: forget_ids[\"{config.forget_percent}\"] {problem}")
+    else:
+        forget_ids = set(random.Random(config.seed).sample(ids, forget_count))
     forget = tuple(p for p in benchmark.full if p.id in forget_ids)
     retain = tuple(p for p in benchmark.full if p.id not in forget_ids)
     test = tuple(p for p in benchmark.test if p.id in forget_ids)
     missing = forget_ids - {p.id for p in test}
     if missing:
         raise DataError(f"test set has no rows for forget profiles {sorted(missing)[:5]}")
+    unposed = [row for row in test if config.test_image_difficulty not in {pose.difficulty for pose in row.poses}]
+    if unposed:  # real data may lack a rung here and there; evaluation shows those rows the training face
+        log.warning("split.test_image_difficulty %r: no such re-posed face in %d Test-set rows (e.g. %s, which has %s): "
+                    "they are asked with the training face", config.test_image_difficulty, len(unposed), unposed[0].id,
+                    [pose.difficulty for pose in unposed[0].poses])
     manifest = {
         "forget_percent": config.forget_percent,
         "seed": config.seed,
         "test_image_difficulty": config.test_image_difficulty,
         "forget_ids": sorted(forget_ids),
+        **({"forget_set": f"the release's forget_{config.forget_percent}"} if official is not None else {}),
+        **({"test_rows_shown_the_training_face": [row.id for row in unposed]} if unposed else {}),
         "counts": {"forget": len(forget), "retain": len(retain), "test": len(test),
                    "celebrity": len(benchmark.celebrity)},
     }

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from mmunlearn.config import DataConfig
 from mmunlearn.data import vocab
-from mmunlearn.data.faces import FaceIdentity, distinct_identities, png_bytes, random_pose, render_face
+from mmunlearn.data.faces import POSE_LADDER, FaceIdentity, distinct_identities, png_bytes, random_pose, render_face
 from mmunlearn.data.schema import (
     OPTION_LETTERS,
     Benchmark,
@@ -26,6 +26,7 @@ from mmunlearn.data.schema import (
     QAItem,
     Task,
 )
+from mmunlearn.errors import ConfigError
 
 log = logging.getLogger(__name__)
 GENERATOR = "mmunlearn.data.synthetic"  # the manifest's mark of data this module wrote
@@ -144,6 +145,10 @@ def _finetune_pairs(person: _Person, phrasings: int) -> list[FinetunePair]:
 
 def generate_benchmark(config: DataConfig) -> Benchmark:
     """Draw the whole benchmark from ``config``; deterministic in ``config.seed``."""
+    unknown = [name for name in config.test_pose_difficulties if name not in POSE_LADDER]
+    if unknown:
+        raise ConfigError(f"data.test_pose_difficulties: {unknown} name an imported release's poses; "
+                          f"the generator draws the rungs {list(POSE_LADDER)}")
     rng = random.Random(config.seed)
     total = config.num_profiles + config.num_celebrities
     names = _draw_names(total, rng)
