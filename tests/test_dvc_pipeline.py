@@ -265,7 +265,7 @@ def test_changing_one_methods_lr_reruns_only_that_methods_stages(fresh_clone):
             "tune@ga", "tradeoff_report"}  # the last two only when the trade-off pipeline is run
         assert _stages_rerun_by(repo, "methods.hp_defense.lens_k") == {
             "defend@hp_defense-text", "evaluate_defense@hp_defense-text", "attack_defense@hp_defense-text", "report"}
-        attack_budget = _stages_rerun_by(repo, "attack.samples")  # attacks only: no model is retrained
+        attack_budget = _stages_rerun_by(repo, "attack.budget")  # attacks only: no model is retrained
         assert "attack_vanilla" in attack_budget and "report" in attack_budget
         assert all(name.startswith("attack") or name == "report" for name in attack_budget)
         assert "finetune" in _stages_rerun_by(repo, "finetune.lr")  # the check can see a wider change

@@ -24,7 +24,7 @@ MICRO = {
     "unlearn": {"methods": ["ga"], "modalities": ["multimodal"], "defenses": ["hp_defense"],
                 "defense_modalities": ["text"]},
     "evaluation": {"max_new_tokens": 4},
-    "attack": {"layers": [-2, -1], "samples": 2, "max_new_tokens": 4},  # the micro model has 2 layers
+    "attack": {"layers": [-2, -1], "budget": 2, "max_new_tokens": 4},  # the micro model has 2 layers
 }
 
 

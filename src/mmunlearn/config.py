@@ -307,14 +307,14 @@ class AttackConfig(_Section):
     """UnLOK-VQA-style extraction attacks on every model's forget facts (attacks/), and their budgets.
 
     White-box: the logit lens of ``layers`` (1-based; negative counts from the top, -1 the last), the
-    top/bottom ``k`` tokens per layer. Black-box: ``samples`` sampled replies per prompt, up to
-    ``rephrasings`` paraphrases, ``prefixes`` and ``jailbreaks`` per question, every re-posed face of the
-    Test set.
+    top/bottom ``k`` tokens per layer. Black-box: ``budget`` sampled replies per fact for each attack,
+    over up to ``rephrasings`` paraphrases, ``prefixes`` and ``jailbreaks`` per question and every
+    re-posed face of the Test set.
     """
 
     layers: tuple[int, ...] = (-4, -3, -2, -1)
     k: int = Field(5, ge=1)
-    samples: int = Field(4, ge=1)
+    budget: int = Field(6, ge=1)
     rephrasings: int = Field(2, ge=0)
     # UnLOK-VQA's random-prefix attack: sentence openings put before the question
     prefixes: tuple[str, ...] = ()
@@ -325,6 +325,14 @@ class AttackConfig(_Section):
     max_new_tokens: int = Field(24, ge=1)
     seed: int = 0
     batch_size: int = Field(32, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _samples_became_budget(cls, data):
+        if isinstance(data, dict) and "samples" in data:  # replies per prompt made budgets unequal across attacks
+            raise ValueError("samples: replaced by budget (sampled replies per fact, the same for every black-box "
+                             "attack: e.g. the old samples × the number of prompts of an attack)")
+        return data
 
     @model_validator(mode="after")
     def _some_layers(self) -> AttackConfig:

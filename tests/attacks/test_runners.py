@@ -14,12 +14,13 @@ from mmunlearn.attacks.blackbox import (
     attack_prompts,
     blackbox_replies,
     outcomes,
+    replies_per_prompt,
 )
 from mmunlearn.attacks.deletion import deletion_summary, fact_logprobs, rewrite_score
 from mmunlearn.attacks.stage import summarise
 from mmunlearn.attacks.targets import forget_targets
 from mmunlearn.attacks.whitebox import LensQuery, whitebox_extractions
-from mmunlearn.config import DataConfig, SplitConfig
+from mmunlearn.config import AttackConfig, DataConfig, SplitConfig
 from mmunlearn.data.schema import Modality, Task
 from mmunlearn.data.splits import make_split
 from mmunlearn.data.synthetic import generate_benchmark
@@ -186,16 +187,30 @@ def test_blackbox_budgets_and_success_come_from_the_sampled_replies(study):
         "image_rephrase_hard": 1, "multimodal_rephrase": 6, "any_blackbox": 12}
     assert {a: len(p) for a, p in name_prompts.items()} == {"sample": 1, "question_rephrase": 2, "any_blackbox": 3}
 
-    settings = SamplingSettings(samples=3, seed=7, max_new_tokens=4, batch_size=4)
+    settings = SamplingSettings(budget=4, seed=7, max_new_tokens=4, batch_size=4)
     replies = blackbox_replies(model, processor, [face, name], RUNGS, settings)
     assert replies == blackbox_replies(model, processor, [face, name], RUNGS, settings)  # seeded
     assert replies != blackbox_replies(model, processor, [face, name], RUNGS, replace(settings, seed=8))
-    assert {a: len(r) for a, r in replies[0].items()} == {a: 3 * len(p) for a, p in face_prompts.items()}
+    # every attack draws the same budget however many prompts it has (it was replies × prompts: 3 to 18);
+    # any_blackbox pools them: 4 + 2 × 2 + 3 × 4 + 4 × 1 (multimodal: the first 4 of its 6 prompts)
+    assert {a: len(r) for a, r in replies[0].items()} == {**{a: 4 for a in face_prompts}, "any_blackbox": 24}
+    assert {a: len(r) for a, r in replies[1].items()} == {"sample": 4, "question_rephrase": 4, "any_blackbox": 8}
     said = next(w for w in replies[0]["multimodal_rephrase"][-1].split())  # a word the model says, to one prompt
     found = outcomes(replace(face, value=said.upper()), replies[0])  # matched case-insensitively
     assert found["multimodal_rephrase"].success and found["any_blackbox"].success
-    assert found["any_blackbox"].budget == 12 * 3
+    assert found["any_blackbox"].budget == 24 and found["sample"].budget == 4
     assert not any(o.success for o in outcomes(replace(face, value="zz-never-said-zz"), replies[0]).values())
+
+
+def test_a_budget_is_spread_evenly_over_an_attacks_prompts():
+    assert replies_per_prompt(1, 6) == [6]
+    assert replies_per_prompt(4, 6) == [2, 2, 1, 1]
+    assert replies_per_prompt(6, 4) == [1, 1, 1, 1, 0, 0]  # more prompts than replies: the first ones
+
+
+def test_the_old_replies_per_prompt_setting_is_named_with_its_replacement():
+    with pytest.raises(ValueError, match="samples: replaced by budget"):
+        AttackConfig(samples=3)
 
 
 def test_prefix_and_jailbreak_attacks_put_their_text_before_the_training_question(study):

@@ -119,6 +119,11 @@ def test_the_split_takes_the_release_forget_set_and_the_import_validates(release
     assert code == 0, err
     assert run_cli(["split"], capsys)[0] == 0
     assert json.loads((project / "data/splits/split.json").read_text())["forget_ids"] == FORGET_10
+    # every release pair shows the face: unlearning by name has nothing to act on, and says so before any
+    # model is loaded (it was a sampler's "num_samples=0" traceback inside the training run)
+    code, _, err = run_cli(["unlearn", "--method", "ga", "--modality", "text"], capsys)
+    assert code != 0 and "no forget-set pair to unlearn with methods.ga in the text modality" in err
+    assert not (project / "models").exists()
 
 
 def test_a_release_that_does_not_join_up_is_named_and_nothing_is_written(release, tmp_path, project, capsys):

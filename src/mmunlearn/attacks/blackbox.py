@@ -1,8 +1,11 @@
 """Black-box extraction attacks: ask again, reworded and with other pictures, and sample many answers.
 
-Each attack gives every target a set of prompts; the model samples ``samples`` replies to each, and
-the attack succeeds when any reply contains the fact (case-insensitive), as UnLOK-VQA scores it. The
-budget B is prompts × samples (per target). Prompts ask in the evaluation's one-sentence format.
+Each attack gives every target a set of prompts and draws ``budget`` sampled replies over them (spread
+evenly; the first prompts get one more where it does not divide), and succeeds when any reply contains
+the fact (case-insensitive), as UnLOK-VQA scores it. Every attack thus has the same budget B per target,
+as in the paper (B = 20 there), so their success rates compare: with replies per prompt fixed instead,
+an attack with more prompts drew more replies, and "multimodal rephrasing is strongest" was partly its
+larger budget. Prompts ask in the evaluation's one-sentence format.
 
 - ``sample``: the training question itself (with the training face for face questions);
 - ``question_rephrase``: the question's paraphrases (targets.py), same face;
@@ -13,9 +16,9 @@ budget B is prompts × samples (per target). Prompts ask in the evaluation's one
 - ``image_rephrase_<rung>``: face questions only, the training question over a re-posed face, one
   attack per rung of the easy → hard ladder (increasing distance from the trained picture);
 - ``multimodal_rephrase``: face questions only, every paraphrase over every re-posed face;
-- ``any_blackbox``: every prompt above together (budget: their sum) — the worst case for the defender.
+- ``any_blackbox``: every reply drawn above together (budget: their number) — the worst case for the defender.
 
-Every distinct prompt is sampled once, however many attacks use it.
+Every distinct prompt is sampled once, as many times as the attack that asks it most needs.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from mmunlearn.models.prompts import generation_text
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    samples: int = 4
+    budget: int = 6  # replies per target, for each attack
     seed: int = 0
     temperature: float = 1.0
     top_k: int = 50
@@ -80,23 +83,46 @@ def contains_fact(reply: str, value: str) -> bool:
 @dataclass(frozen=True)
 class Outcome:
     success: bool
-    budget: int  # prompts × samples
+    budget: int  # replies drawn
+
+
+def replies_per_prompt(prompts: int, budget: int) -> list[int]:
+    """How many replies each of an attack's ``prompts`` draws so that they add up to ``budget``: evenly, the
+    first ones one more where it does not divide (past ``budget`` prompts, the rest draw none)."""
+    return [budget // prompts + (index < budget % prompts) for index in range(prompts)]
 
 
 def blackbox_replies(model, processor, targets: Sequence[AttackTarget], rungs: Sequence[str],
                      settings: SamplingSettings, system_prompt: str | None = None,
                      journal: JournalScope | None = None, prefixes: Sequence[str] = (),
                      jailbreaks: Sequence[str] = ()) -> list[dict[str, list[str]]]:
-    """Every reply each attack got, per target; each distinct prompt is sampled once. ``journal``:
+    """Every reply each attack got, per target: ``settings.budget`` each, ``any_blackbox`` all of them.
+    Each distinct prompt is sampled once, as often as the attack that asks it most needs. ``journal``:
     batches an interrupted run sampled are read back."""
-    per_target = [attack_prompts(target, rungs, prefixes, jailbreaks) for target in targets]
-    distinct = list(dict.fromkeys(request for prompts in per_target for requests in prompts.values()
-                                  for request in requests))
-    replies = dict(zip(distinct, sample_replies(
-        model, processor, distinct, settings.samples, settings.seed, settings.batch_size, settings.max_new_tokens,
-        settings.temperature, settings.top_k, system_prompt, desc="black-box sampling", journal=journal)))
-    return [{attack: [reply for request in requests for reply in replies[request]] for attack, requests in prompts.items()}
-            for prompts in per_target]
+    plans, wanted = [], {}
+    for target in targets:
+        prompts = attack_prompts(target, rungs, prefixes, jailbreaks)
+        plan = {attack: list(zip(requests, replies_per_prompt(len(requests), settings.budget)))
+                for attack, requests in prompts.items() if attack != ANY_BLACKBOX}
+        for request, count in (pair for pairs in plan.values() for pair in pairs):
+            wanted[request] = max(wanted.get(request, 0), count)
+        plans.append(plan)
+    drawn: dict[Request, list[str]] = {}
+    for count in sorted(set(wanted.values()) - {0}):  # one sampling pass per number of replies
+        group = [request for request, wanted_count in wanted.items() if wanted_count == count]
+        scope = JournalScope(journal.journal, f"{journal.name}/{count} replies") if journal is not None else None
+        drawn.update(zip(group, sample_replies(
+            model, processor, group, count, settings.seed, settings.batch_size, settings.max_new_tokens,
+            settings.temperature, settings.top_k, system_prompt, desc=f"black-box sampling ({count} per prompt)",
+            journal=scope)))
+    replies = []
+    for plan in plans:
+        by_attack = {attack: [reply for request, count in pairs for reply in drawn.get(request, [])[:count]]
+                     for attack, pairs in plan.items()}
+        asked = dict.fromkeys(request for pairs in plan.values() for request, count in pairs if count)
+        by_attack[ANY_BLACKBOX] = [reply for request in asked for reply in drawn[request]]
+        replies.append(by_attack)
+    return replies
 
 
 def outcomes(target: AttackTarget, replies_by_attack: dict[str, list[str]]) -> dict[str, Outcome]:

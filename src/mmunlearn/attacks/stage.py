@@ -68,7 +68,7 @@ def run_attacks(model, processor, targets: Sequence[AttackTarget], config: Attac
                                                          journal=scoped(journal, "white-box"))))
     logprobs = dict(zip(scorable, fact_logprobs(model, processor, [queries[i] for i in scorable], config.batch_size,
                                                 scoped(journal, "fact-probability"))))
-    sampling = SamplingSettings(config.samples, config.seed, config.temperature, config.top_k,
+    sampling = SamplingSettings(config.budget, config.seed, config.temperature, config.top_k,
                                 config.max_new_tokens, config.batch_size)
     sampled = [outcomes(target, replies) for target, replies in
                zip(targets, blackbox_replies(model, processor, targets, rungs, sampling, system_prompt,

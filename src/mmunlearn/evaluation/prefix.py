@@ -12,7 +12,7 @@ every image token), never off the model family. A model whose positions are not 
 so `prefix_sharing_is_exact` compares one prompt both ways before a model's questions are shared and
 the engine falls back to whole prompts when they differ.
 
-Several samples of one prompt (the black-box attacks draw ``attack.samples`` replies per prompt) share
+Several samples of one prompt (a black-box attack draws its ``attack.budget`` replies over few prompts) share
 all of it but its last token: `repeated_prompts` runs that part once per prompt and repeats its cache,
 where repeating the rows ran it once per sample (two thirds of a sampled attack's prefill, at 3 samples).
 """

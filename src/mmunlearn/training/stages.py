@@ -238,7 +238,7 @@ def prepare_unlearning(params: Params, method: str, config: MethodConfig, modali
     """
     from mmunlearn.data.schema import Modality
     from mmunlearn.data.splits import load_split
-    from mmunlearn.errors import ConfigError
+    from mmunlearn.errors import ConfigError, DataError
     from mmunlearn.methods import composed_loss
     from mmunlearn.models.loading import add_lora, merge_adapter, place
     from mmunlearn.models.study import load_study_model
@@ -253,6 +253,15 @@ def prepare_unlearning(params: Params, method: str, config: MethodConfig, modali
     split = load_split(params.paths.splits)
     pools = value_pools(split.forget + split.retain)
     pairs_modality = Modality(UNLEARNING_MODALITY[modality])
+
+    def examples_of(people):
+        return recipe_examples(people, config, pools, pairs_modality)
+
+    forget_examples = with_prompt_prefixes(examples_of(split.forget), config.prompt_prefixes)
+    if not forget_examples:  # was a sampler's "num_samples=0" traceback once the run had started
+        raise DataError(f"{params.paths.splits}: no forget-set pair to unlearn with methods.{method} in the {modality} "
+                        f"modality (formats {list(config.formats or ())}): the fine-tuning pairs ask in another "
+                        "modality or lack what the formats need (an imported release's pairs all show the face)")
     vanilla = load_study_model(params, "vanilla")
     processor, pad_token_id = vanilla.processor, vanilla.processor.tokenizer.pad_token_id
     # on the compute device already (the Trainer would move it there): the reference log-probabilities
@@ -264,10 +273,6 @@ def prepare_unlearning(params: Params, method: str, config: MethodConfig, modali
         raise ConfigError(f"{params.source}: methods.{method}.{exc}") from None
     name = model_id(method, modality)
 
-    def examples_of(people):
-        return recipe_examples(people, config, pools, pairs_modality)
-
-    forget_examples = with_prompt_prefixes(examples_of(split.forget), config.prompt_prefixes)
     # MLLMU-Bench's forget batches end with the answer (its LLaVA collate adds no EOS): ascent on the EOS
     # too taught the model never to end a reply
     forget = encode_all(processor, forget_examples, f"{name}: encoding forget", config.labels_on, config.forget_eos)
