@@ -24,7 +24,9 @@ MICRO = {
     "unlearn": {"methods": ["ga"], "modalities": ["multimodal"], "defenses": ["hp_defense"],
                 "defense_modalities": ["text"]},
     "evaluation": {"max_new_tokens": 4},
-    "attack": {"layers": [-2, -1], "budget": 2, "max_new_tokens": 4},  # the micro model has 2 layers
+    # the micro model has 2 layers; and after 1 epoch says few facts greedily: every fact it gives a probability
+    "attack": {"layers": [-2, -1], "budget": 2, "max_new_tokens": 4, "known_min_probability": 1e-30,
+               "known_generated": False},
 }
 
 
@@ -83,7 +85,9 @@ def test_study_stages_write_models_metrics_report_and_mlflow_runs(project, capsy
     for model in ("ga-multimodal", "hp_defense-text"):  # every cell carries the vanilla rate beside its own
         for attack, cells in attacks[model].items():
             for modality, cell in cells.items():
-                if attack == "rewrite_score":  # the deletion: the vanilla's fact probability beside its own
+                if attack == "known_facts":  # scored on the facts the vanilla knew: the same for every model
+                    assert cell == attacks["vanilla"][attack][modality] and 0 < cell["n"] <= cell["of"]
+                elif attack == "rewrite_score":  # the deletion: the vanilla's fact probability beside its own
                     assert cell["before"] == pytest.approx(attacks["vanilla"][attack][modality]["probability"])
                     assert -1 <= cell["score"] <= 1 and cell["n"] > 0
                 else:

@@ -320,6 +320,10 @@ class AttackConfig(_Section):
     prefixes: tuple[str, ...] = ()
     # prompts put before the question that license or demand the answer; "{attribute}" is filled in
     jailbreaks: tuple[str, ...] = ()
+    # Score the attacks on the facts the vanilla model knew, as UnLOK-VQA does (p(fact) ≥ 0.02 and greedy
+    # decoding says it); null and false: every forget fact
+    known_min_probability: float | None = Field(0.02, gt=0, le=1)
+    known_generated: bool = True
     temperature: float = Field(1.0, gt=0)
     top_k: int = Field(50, ge=1)
     max_new_tokens: int = Field(24, ge=1)

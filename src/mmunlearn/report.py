@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from mmunlearn.atomic import read_json, write_text
-from mmunlearn.attacks import REWRITE_SCORE
+from mmunlearn.attacks import KNOWN_FACTS, REWRITE_SCORE
 from mmunlearn.config import Params, parse_model_id
 from mmunlearn.errors import DataError
 from mmunlearn.evaluation.run import EVALUATED_SETS
@@ -87,7 +87,11 @@ def attack_markdown(summaries: Mapping[tuple[str, str], Mapping], attacks: tuple
         budgets = {a: _mean([s[a][modality]["budget"] for s in summaries.values() if modality in s.get(a, {})])
                    for a in shown}
         header = ["Model", "Unlearned on", "Rewrite score"] + [f"{a} (B≈{budgets[a]:.0f})" for a in shown]
-        lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines = [f"### {title}", ""]
+        counts = [s[KNOWN_FACTS][modality] for s in summaries.values() if modality in s.get(KNOWN_FACTS, {})]
+        if counts:
+            lines += [f"Scored on the {counts[0]['n']} of {counts[0]['of']} facts the vanilla model knew.", ""]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for (name, unlearned_on), summary in summaries.items():
             deleted = summary.get(REWRITE_SCORE, {}).get(modality, {}).get("score")
             cells = [_attack_cell(summary.get(a, {}).get(modality)) for a in shown]
@@ -107,7 +111,7 @@ def attack_csv(summaries: Mapping[tuple[str, str], Mapping]) -> str:
                 lines.append(f"{name},{unlearned_on},{modality},{REWRITE_SCORE},{cell['score']},{cell['before']},,"
                              f"{cell['n']}")
         for attack, by_modality in summary.items():
-            if attack == REWRITE_SCORE:
+            if attack in (REWRITE_SCORE, KNOWN_FACTS):
                 continue
             for modality, cell in sorted(by_modality.items()):
                 before = "" if cell.get("before") is None else cell["before"]
@@ -154,7 +158,9 @@ def check_evaluation_layout(path: Path, results: Mapping) -> None:
 ATTACK_PREAMBLE = """# Extraction attacks on the forget facts (UnLOK-VQA)
 
 Attack success rate on each model, the vanilla model's rate (before unlearning) in brackets; B is the
-attack's mean budget (candidate tokens for white-box attacks, sampled replies for black-box ones).
+attack's mean budget (candidate tokens for white-box attacks, sampled replies for black-box ones). As
+UnLOK-VQA does, the rates count the facts the vanilla model knew (`attack.known_min_probability`,
+`attack.known_generated`): one it never knew is not deleted by unlearning.
 Lower is better for the defender. The rewrite score is what unlearning removed before any attack: the
 mean over the facts of 1 − p_after / p_before of each fact's probability (1: gone, 0: unchanged;
 clipped at −1). A fact kept likely but hidden from the attacks is not deleted.

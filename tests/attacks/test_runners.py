@@ -16,8 +16,8 @@ from mmunlearn.attacks.blackbox import (
     outcomes,
     replies_per_prompt,
 )
-from mmunlearn.attacks.deletion import deletion_summary, fact_logprobs, rewrite_score
-from mmunlearn.attacks.stage import summarise
+from mmunlearn.attacks.deletion import deletion_summary, fact_readings, rewrite_score
+from mmunlearn.attacks.stage import known_counts, known_facts, summarise
 from mmunlearn.attacks.targets import forget_targets
 from mmunlearn.attacks.whitebox import LensQuery, whitebox_extractions
 from mmunlearn.config import AttackConfig, DataConfig, SplitConfig
@@ -128,16 +128,47 @@ def test_fact_probability_is_the_teacher_forced_product_batched_or_alone():
     processor = SimpleNamespace(tokenizer=SimpleNamespace(pad_token_id=0))
     queries = [LensQuery({"input_ids": torch.tensor(prompt + fact[:-1])}, fact)
                for prompt, fact in (([5, 9, 3], [7, 2, 8]), ([7, 2, 8, 1, 6, 4], [3]), ([11], [12, 13]))]
-    expected = []
+    expected, greedy = [], []
     for query in queries:  # by hand: every fact token's log-probability, one full forward per query
         ids = query.encoded["input_ids"].tolist() + [query.fact_ids[-1]]
         with torch.no_grad():
             logprobs = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), dim=-1)
         start = len(ids) - len(query.fact_ids)
         expected.append(sum(logprobs[start - 1 + i, token].item() for i, token in enumerate(query.fact_ids)))
-    batched = fact_logprobs(model, processor, queries, batch_size=3)
-    assert batched == pytest.approx(expected, abs=1e-5)
-    assert [fact_logprobs(model, processor, [q])[0] for q in queries] == pytest.approx(batched, abs=1e-5)
+        greedy.append(all(int(logprobs[start - 1 + i].argmax()) == token for i, token in enumerate(query.fact_ids)))
+    batched = fact_readings(model, processor, queries, batch_size=3)
+    assert [logprob for logprob, _ in batched] == pytest.approx(expected, abs=1e-5)
+    assert [said for _, said in batched] == greedy
+    alone = [fact_readings(model, processor, [q])[0] for q in queries]
+    assert [logprob for logprob, _ in alone] == pytest.approx(expected, abs=1e-5)
+    assert [said for _, said in alone] == greedy
+    # a query whose fact is the model's own greedy continuation is said; the random facts above may not be
+    prompt = [5, 9, 3]
+    with torch.no_grad():
+        first = int(model(input_ids=torch.tensor([prompt])).logits[0, -1].argmax())
+        second = int(model(input_ids=torch.tensor([prompt + [first]])).logits[0, -1].argmax())
+    (own,) = fact_readings(model, processor, [LensQuery({"input_ids": torch.tensor(prompt + [first])}, [first, second])])
+    assert own[1] is True
+
+
+def test_attacks_are_scored_on_the_facts_the_vanilla_knew():
+    def record(pid, p, said, success, attack="sample"):
+        return {"profile_id": pid, "attribute": "job", "modality": "text", "attack": attack, "success": success,
+                "budget": 6, "fact_logprob": None if p is None else math.log(p), "fact_greedy": said}
+
+    vanilla = [record("P1", 0.9, True, True), record("P2", 0.3, False, True), record("P3", 0.01, True, False),
+               record("P4", None, None, False)]
+    config = AttackConfig()  # UnLOK-VQA's filter: p ≥ 0.02 and generated
+    assert known_facts(vanilla, config) == {("P1", "job", "text")}
+    assert known_facts(vanilla, AttackConfig(known_generated=False)) == {("P1", "job", "text"), ("P2", "job", "text")}
+    assert known_facts(vanilla, AttackConfig(known_min_probability=None, known_generated=False)) is None
+    after = [record("P1", 0.1, False, False), record("P2", 0.1, False, True), record("P3", 0.01, False, True),
+             record("P4", None, None, True)]
+    known = known_facts(vanilla, config)
+    summary = summarise(after, summarise(vanilla, known=known), known)
+    assert summary["sample"]["text"] == {"success": 0.0, "budget": 6.0, "n": 1, "before": 1.0}
+    assert summarise(after)["sample"]["text"]["success"] == 0.75  # every fact: the unknown ones count as found
+    assert known_counts(after, known) == {"text": {"n": 1, "of": 4}}
 
 
 def test_rewrite_score_is_the_share_of_the_facts_probability_removed():
@@ -248,8 +279,11 @@ def test_summary_and_report_show_each_rate_beside_the_vanilla_rate():
                               ("sample",))
     assert "| GA | text | 0.900 | 0.250 (0.750) |" in deleted and "| Rewrite score |" in deleted
     rows = attack_csv({("GA", "text"): {**summary, "rewrite_score": {"text": {"score": 0.9, "before": 0.6,
-                                                                             "probability": 0.06, "n": 4}}}})
+                                                                             "probability": 0.06, "n": 4}},
+                                        "known_facts": {"text": {"n": 4, "of": 5}}}})
     assert rows.splitlines()[1:] == ["GA,text,text,rewrite_score,0.9,0.6,,4", "GA,text,text,sample,0.25,0.75,4.0,4"]
+    counted = attack_markdown({("GA", "text"): {**summary, "known_facts": {"text": {"n": 4, "of": 5}}}}, ("sample",))
+    assert "Scored on the 4 of 5 facts the vanilla model knew." in counted
     # B is the mean over the models, not the first model's budget
     lens = {"vanilla": 18.0, "ga": 24.0}
     lens_table = attack_markdown({(name, "text"): {"head_projection": {"text": {"success": 0.5, "budget": budget,

@@ -25,30 +25,35 @@ from mmunlearn.attacks.whitebox import LensQuery
 from mmunlearn.journal import JournalScope, resumed
 
 FACT_LOGPROB = "fact_logprob"  # each attack record of a fact carries the model's log p(fact)
+FACT_GREEDY = "fact_greedy"  # ... and whether greedy decoding says the fact (every token the likeliest)
 
 
 @torch.no_grad()
-def fact_logprobs(model, processor, queries: Sequence[LensQuery], batch_size: int = 32,
-                  journal: JournalScope | None = None) -> list[float]:
-    """log p(fact | prompt) of each query's fact (its tokens teacher-forced), batched and left-padded."""
+def fact_readings(model, processor, queries: Sequence[LensQuery], batch_size: int = 32,
+                  journal: JournalScope | None = None) -> list[tuple[float, bool]]:
+    """(log p(fact | prompt), whether each fact token is the likeliest next token) of each query's fact,
+    its tokens teacher-forced; batched and left-padded."""
     from mmunlearn.training.data import collate, model_inputs, on_device
 
     device = next(model.parameters()).device
     pad = processor.tokenizer.pad_token_id
 
-    def run_batch(chunk: Sequence[LensQuery]) -> list[float]:
+    def run_batch(chunk: Sequence[LensQuery]) -> list[list]:
         batch = on_device(model_inputs(model, collate([q.encoded for q in chunk], pad)), device)
         keep = max(len(q.fact_ids) for q in chunk)
         logprobs = torch.log_softmax(model(**batch, logits_to_keep=keep, use_cache=False).logits.float(), dim=-1)
         values = []
         for row, query in enumerate(chunk):  # left-padded: the row's last positions predict its fact
             predicting = logprobs[row, keep - len(query.fact_ids):]
-            values.append(predicting.gather(-1, torch.tensor(query.fact_ids, device=device)[:, None]).sum().item())
+            fact = torch.tensor(query.fact_ids, device=device)
+            values.append([predicting.gather(-1, fact[:, None]).sum().item(),
+                           bool((predicting.argmax(-1) == fact).all())])
         return values
 
-    found: list[float] = []
+    found: list[tuple[float, bool]] = []
     for number, start in enumerate(range(0, len(queries), batch_size)):
-        found += resumed(journal, number, lambda: run_batch(queries[start:start + batch_size]))
+        found += [(logprob, greedy) for logprob, greedy in
+                  resumed(journal, number, lambda: run_batch(queries[start:start + batch_size]))]
     return found
 
 

@@ -10,19 +10,20 @@ To ``metrics/attacks/<model>.json`` (``dvc metrics show``), per-fact records to
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
 from mmunlearn.atomic import read_json, read_json_lines, write_json, write_json_lines
-from mmunlearn.attacks import REWRITE_SCORE
+from mmunlearn.attacks import KNOWN_FACTS, REWRITE_SCORE
 from mmunlearn.attacks.blackbox import (
     SamplingSettings,
     blackbox_names,
     blackbox_replies,
     outcomes,
 )
-from mmunlearn.attacks.deletion import FACT_LOGPROB, deletion_summary, fact_logprobs
+from mmunlearn.attacks.deletion import FACT_GREEDY, FACT_LOGPROB, deletion_summary, fact_readings
 from mmunlearn.attacks.targets import AttackTarget, forget_targets
 from mmunlearn.attacks.whitebox import (
     WHITEBOX_ATTACKS,
@@ -54,9 +55,9 @@ def attack_names(rungs: Sequence[str]) -> tuple[str, ...]:
 
 def run_attacks(model, processor, targets: Sequence[AttackTarget], config: AttackConfig, rungs: Sequence[str],
                 system_prompt: str | None = None, journal: Journal | None = None) -> list[dict]:
-    """One record per (fact, attack): {profile_id, attribute, modality, attack, success, budget, fact_logprob}
-    (the model's log p(fact), the same on every record of a fact; None where the fact straddles a token
-    boundary). ``journal``: an interrupted run's finished batches (every pass) are read back."""
+    """One record per (fact, attack): {profile_id, attribute, modality, attack, success, budget, fact_logprob,
+    fact_greedy} (the model's log p(fact) and whether greedy decoding says it, the same on every record of
+    a fact; None where the fact straddles a token boundary). ``journal``: an interrupted run's finished batches (every pass) are read back."""
     queries = [lens_query(processor, generation_text(t.question), t.image_png, t.answer, t.value,
                           system_prompt) for t in targets]
     scorable = [i for i, query in enumerate(queries) if query is not None]
@@ -66,7 +67,7 @@ def run_attacks(model, processor, targets: Sequence[AttackTarget], config: Attac
     lens_found = dict(zip(scorable, whitebox_extractions(model, processor, [queries[i] for i in scorable],
                                                          config.layers, config.k, config.batch_size,
                                                          journal=scoped(journal, "white-box"))))
-    logprobs = dict(zip(scorable, fact_logprobs(model, processor, [queries[i] for i in scorable], config.batch_size,
+    readings = dict(zip(scorable, fact_readings(model, processor, [queries[i] for i in scorable], config.batch_size,
                                                 scoped(journal, "fact-probability"))))
     sampling = SamplingSettings(config.budget, config.seed, config.temperature, config.top_k,
                                 config.max_new_tokens, config.batch_size)
@@ -80,15 +81,41 @@ def run_attacks(model, processor, targets: Sequence[AttackTarget], config: Attac
             records.append({"profile_id": target.profile_id, "attribute": target.attribute,
                             "modality": str(target.modality), "attack": attack,
                             "success": outcome.success, "budget": outcome.budget,
-                            FACT_LOGPROB: logprobs.get(index)})
+                            FACT_LOGPROB: readings[index][0] if index in readings else None,
+                            FACT_GREEDY: readings[index][1] if index in readings else None})
     return records
 
 
-def summarise(records: Sequence[dict], before: dict | None = None) -> dict:
-    """{attack: {modality: {success, budget, n[, before]}}} from per-fact records."""
+def fact_key(record: dict) -> tuple[str, str, str]:
+    return record["profile_id"], record["attribute"], record["modality"]
+
+
+def known_facts(vanilla_records: Sequence[dict], config: AttackConfig) -> set[tuple[str, str, str]] | None:
+    """The facts the vanilla model knew, which the attacks are scored on (UnLOK-VQA / Patil et al. attack
+    only facts the model generates with p ≥ 0.02: a fact it never knew is not "deleted"); None: every fact."""
+    if config.known_min_probability is None and not config.known_generated:
+        return None
+    threshold = math.log(config.known_min_probability) if config.known_min_probability is not None else -math.inf
+    return {fact_key(r) for r in vanilla_records
+            if r.get(FACT_LOGPROB) is not None and r[FACT_LOGPROB] >= threshold
+            and (r.get(FACT_GREEDY) or not config.known_generated)}
+
+
+def known_counts(records: Sequence[dict], known: set | None) -> dict:
+    """{modality: {n: facts scored, of: facts attacked}}."""
+    facts = {fact_key(r) for r in records}
+    return {modality: {"n": sum(1 for f in facts if f[2] == modality and (known is None or f in known)),
+                       "of": sum(1 for f in facts if f[2] == modality)}
+            for modality in sorted({f[2] for f in facts})}
+
+
+def summarise(records: Sequence[dict], before: dict | None = None, known: set | None = None) -> dict:
+    """{attack: {modality: {success, budget, n[, before]}}} from per-fact records (those of ``known`` facts
+    only, when given)."""
     cells: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for record in records:
-        cells[(record["attack"], record["modality"])].append(record)
+        if known is None or fact_key(record) in known:
+            cells[(record["attack"], record["modality"])].append(record)
     summary: dict = {}
     for (attack, modality), rows in sorted(cells.items()):
         cell = {"success": sum(r["success"] for r in rows) / len(rows),
@@ -134,8 +161,11 @@ def attack_stage(params: Params, model_name: str) -> dict:
                              "system_prompt": settings.system_prompt or ""}, params.paths.data_dvc):
         records = run_attacks(model, processor, targets, params.attack, params.data.test_pose_difficulties,
                               settings.system_prompt, journal)
-        summary = summarise(records, before and before[0])
-        summary[REWRITE_SCORE] = deletion_summary(records, before and before[1])
+        known = known_facts(before[1] if before else records, params.attack)
+        summary = summarise(records, before and before[0], known)
+        scored = [r for r in records if known is None or fact_key(r) in known]
+        summary[REWRITE_SCORE] = deletion_summary(scored, before and before[1])
+        summary[KNOWN_FACTS] = known_counts(records, known)
         tracking.log_metrics({"attack": summary})
     write_json(attack_metrics_path(params, model_name), summary)
     write_json_lines(attack_records_path(params, model_name), records)
