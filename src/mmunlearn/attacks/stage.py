@@ -57,7 +57,8 @@ def run_attacks(model, processor, targets: Sequence[AttackTarget], config: Attac
                 system_prompt: str | None = None, journal: Journal | None = None) -> list[dict]:
     """One record per (fact, attack): {profile_id, attribute, modality, attack, success, budget, fact_logprob,
     fact_greedy} (the model's log p(fact) and whether greedy decoding says it, the same on every record of
-    a fact; None where the fact straddles a token boundary). ``journal``: an interrupted run's finished batches (every pass) are read back."""
+    a fact; None where the fact straddles a token boundary). ``journal``: an interrupted run's finished
+    batches (every pass) are read back."""
     queries = [lens_query(processor, generation_text(t.question), t.image_png, t.answer, t.value,
                           system_prompt) for t in targets]
     scorable = [i for i, query in enumerate(queries) if query is not None]
