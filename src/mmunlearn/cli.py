@@ -52,6 +52,17 @@ def data_fetch(ctx: typer.Context) -> None:
     typer.echo(f"benchmark {how}")
 
 
+def _save_imported(ctx: typer.Context, benchmark, out: Path | None) -> Path:
+    """Write an imported benchmark to ``out`` (default: paths.benchmark) whole or not at all."""
+    from mmunlearn.atomic import atomic_dir
+    from mmunlearn.data.schema import MANIFEST_FILE, save_benchmark
+
+    target = Path(out or _params(ctx).paths.benchmark)
+    with atomic_dir(target, marks=(MANIFEST_FILE,)) as staging:
+        save_benchmark(staging, benchmark)
+    return target
+
+
 @data_app.command("import-unlok")
 def data_import_unlok(
     ctx: typer.Context,
@@ -60,14 +71,10 @@ def data_import_unlok(
     out: Annotated[Path | None, typer.Option(help="output folder (default: paths.benchmark)")] = None,
 ) -> None:
     """Import a local copy of UnLOK-VQA into the benchmark layout, for the same split/unlearn/attack study."""
-    from mmunlearn.atomic import atomic_dir
-    from mmunlearn.data.schema import MANIFEST_FILE, save_benchmark
     from mmunlearn.data.unlok import import_unlok
 
     benchmark = import_unlok(records, images)
-    target = Path(out or _params(ctx).paths.benchmark)
-    with atomic_dir(target, marks=(MANIFEST_FILE,)) as staging:
-        save_benchmark(staging, benchmark)
+    target = _save_imported(ctx, benchmark, out)
     typer.echo(f"import-unlok: {len(benchmark.full)} records → {target} "
                f"(pose rungs {benchmark.manifest['pose_rungs']}; set data.test_pose_difficulties to match)")
 
@@ -80,14 +87,10 @@ def data_import_mllmu(
     out: Annotated[Path | None, typer.Option(help="output folder (default: paths.benchmark)")] = None,
 ) -> None:
     """Import a local copy of the official MLLMU-Bench release into the benchmark layout, its forget sets kept."""
-    from mmunlearn.atomic import atomic_dir
     from mmunlearn.data.mllmu import import_mllmu
-    from mmunlearn.data.schema import MANIFEST_FILE, save_benchmark
 
     benchmark = import_mllmu(release)
-    target = Path(out or _params(ctx).paths.benchmark)
-    with atomic_dir(target, marks=(MANIFEST_FILE,)) as staging:
-        save_benchmark(staging, benchmark)
+    target = _save_imported(ctx, benchmark, out)
     poses, forget = benchmark.manifest["test_pose_difficulties"], benchmark.manifest["forget_ids"]
     typer.echo(f"import-mllmu: {len(benchmark.full)} profiles, {len(benchmark.celebrity)} celebrities → {target} "
                f"(poses {poses}: set data.test_pose_difficulties and split.test_image_difficulty from them; "

@@ -72,7 +72,7 @@ def _profiles(files: list[Path], kind: str, id_prefix: str = "") -> list[Profile
 
 def _with_finetune_pairs(full: list[Profile], files: list[Path]) -> list[Profile]:
     """Full_Set profiles with their ft_Data pairs, joined by ID or else by the face's bytes."""
-    by_id = {p.id: p for p in full}
+    ids = {p.id for p in full}
     by_image = {p.image: p.id for p in full}
     pairs: dict[str, list] = {}
     for where, columns, row in _rows(files):
@@ -80,7 +80,7 @@ def _with_finetune_pairs(full: list[Profile], files: list[Path]) -> list[Profile
             owner = str(row.get("ID"))
         else:
             owner = by_image.get((row.get("image") or {}).get("bytes") or b"")
-        if owner not in by_id:
+        if owner not in ids:
             raise DataError(f"{where}: joins no Full_Set profile "
                             f"({'ID ' + repr(owner) if 'ID' in columns else 'its image is no profile face'})")
         pairs.setdefault(owner, []).extend(profile_from_row({**row, "ID": owner}, where).finetune_pairs)
