@@ -85,9 +85,13 @@ class JournalScope:
     def put(self, batch: int, value: Any) -> None:
         self.journal.put(f"{self.name}/{batch}", value)
 
+    def scope(self, name: str) -> JournalScope:
+        """A sub-pass's view, its batches numbered apart from this pass's."""
+        return JournalScope(self.journal, f"{self.name}/{name}")
 
-def scoped(journal: Journal | None, name: str) -> JournalScope | None:
-    """``journal``'s view for one pass, or None where nothing is journaled."""
+
+def scoped(journal: Journal | JournalScope | None, name: str) -> JournalScope | None:
+    """``journal``'s view for one pass (or sub-pass), or None where nothing is journaled."""
     return journal.scope(name) if journal is not None else None
 
 

@@ -135,6 +135,11 @@ def test_a_release_that_does_not_join_up_is_named_and_nothing_is_written(release
     assert code != 0 and "joins no Full_Set profile" in err and not (tmp_path / "out").exists()
 
     (release / "ft_Data/train-00001.parquet").unlink()
+    rows = pq.read_table(release / "Full_Set/train-00000.parquet").to_pylist()
+    _write(release / "Full_Set/train-00001.parquet", [r for r in rows if r["ID"] == "P0003"])  # again, in another file
+    with pytest.raises(DataError, match=r"Full_Set: duplicate IDs \['P0003'\]"):
+        import_mllmu(release)
+    (release / "Full_Set/train-00001.parquet").unlink()
     _write(release / "forget_5/train-00000.parquet", [{"ID": "P9999"}])
     with pytest.raises(DataError, match=r"forget_5: IDs not in Full_Set: \['P9999'\]"):
         import_mllmu(release)

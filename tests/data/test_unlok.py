@@ -119,6 +119,7 @@ def test_an_import_passes_validation_and_splits(images, tmp_path, project, capsy
 @pytest.mark.parametrize(("change", "needle"), [
     (lambda records: records[1].update(image_id="abc"), r"record 1 \(id 7\): image_id must be a COCO image number"),
     (lambda records: records.clear(), "no records"),
+    (lambda records: records.append(dict(records[0])), r"records.json: duplicate IDs \['okvqa-1'\]"),
 ])
 def test_malformed_records_are_named_not_tracebacks(images, tmp_path, change, needle):
     records = json.loads(RECORDS.read_text())

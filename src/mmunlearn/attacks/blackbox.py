@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from mmunlearn.attacks.targets import AttackTarget
 from mmunlearn.evaluation.engine import Request, sample_replies
-from mmunlearn.journal import JournalScope
+from mmunlearn.journal import JournalScope, scoped
 from mmunlearn.models.prompts import generation_text
 
 
@@ -110,11 +110,10 @@ def blackbox_replies(model, processor, targets: Sequence[AttackTarget], rungs: S
     drawn: dict[Request, list[str]] = {}
     for count in sorted(set(wanted.values()) - {0}):  # one sampling pass per number of replies
         group = [request for request, wanted_count in wanted.items() if wanted_count == count]
-        scope = JournalScope(journal.journal, f"{journal.name}/{count} replies") if journal is not None else None
         drawn.update(zip(group, sample_replies(
             model, processor, group, count, settings.seed, settings.batch_size, settings.max_new_tokens,
             settings.temperature, settings.top_k, system_prompt, desc=f"black-box sampling ({count} per prompt)",
-            journal=scope)))
+            journal=scoped(journal, f"{count} replies"))))
     replies = []
     for plan in plans:
         by_attack = {attack: [reply for request, count in pairs for reply in drawn.get(request, [])[:count]]

@@ -61,10 +61,14 @@ def rewrite_score(logprob_after: float, logprob_before: float) -> float:
     return max(-1.0, 1.0 - math.exp(logprob_after - logprob_before))
 
 
+def fact_key(record: Mapping) -> tuple[str, str, str]:
+    """The fact an attack record is about: (profile, attribute, modality)."""
+    return record["profile_id"], record["attribute"], record["modality"]
+
+
 def _by_fact(records: Sequence[Mapping]) -> dict[tuple, tuple[str, float]]:
-    """(profile, attribute, modality) → (modality, log p) of every fact that has one."""
-    return {(r["profile_id"], r["attribute"], r["modality"]): (r["modality"], r[FACT_LOGPROB])
-            for r in records if r.get(FACT_LOGPROB) is not None}
+    """fact_key → (modality, log p) of every fact that has one."""
+    return {fact_key(r): (r["modality"], r[FACT_LOGPROB]) for r in records if r.get(FACT_LOGPROB) is not None}
 
 
 def deletion_summary(records: Sequence[Mapping], before_records: Sequence[Mapping] | None) -> dict:

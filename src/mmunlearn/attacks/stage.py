@@ -23,7 +23,7 @@ from mmunlearn.attacks.blackbox import (
     blackbox_replies,
     outcomes,
 )
-from mmunlearn.attacks.deletion import FACT_GREEDY, FACT_LOGPROB, deletion_summary, fact_readings
+from mmunlearn.attacks.deletion import FACT_GREEDY, FACT_LOGPROB, deletion_summary, fact_key, fact_readings
 from mmunlearn.attacks.targets import AttackTarget, forget_targets
 from mmunlearn.attacks.whitebox import (
     WHITEBOX_ATTACKS,
@@ -85,10 +85,6 @@ def run_attacks(model, processor, targets: Sequence[AttackTarget], config: Attac
                             FACT_LOGPROB: readings[index][0] if index in readings else None,
                             FACT_GREEDY: readings[index][1] if index in readings else None})
     return records
-
-
-def fact_key(record: dict) -> tuple[str, str, str]:
-    return record["profile_id"], record["attribute"], record["modality"]
 
 
 def known_facts(vanilla_records: Sequence[dict], config: AttackConfig) -> set[tuple[str, str, str]] | None:

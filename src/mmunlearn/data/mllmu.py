@@ -31,7 +31,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from mmunlearn.data.schema import Benchmark, PoseImage, Profile, profile_from_row, read_rows
+from mmunlearn.data.schema import Benchmark, PoseImage, Profile, profile_from_row, read_rows, require_unique_ids
 from mmunlearn.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -64,9 +64,7 @@ def _profiles(files: list[Path], kind: str, id_prefix: str = "") -> list[Profile
             row = {**row, "ID": f"{id_prefix}{number:04d}"}
         profile = profile_from_row(row, f"{where} (ID {row['ID']!r})")
         profiles.append(replace(profile, kind=kind, name=profile.name or profile.id))
-    ids = [p.id for p in profiles]
-    if len(set(ids)) != len(ids):
-        raise DataError(f"{files[0].parent}: duplicate IDs {sorted({i for i in ids if ids.count(i) > 1})[:5]}")
+    require_unique_ids(profiles, files[0].parent)
     return profiles
 
 

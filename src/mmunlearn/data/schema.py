@@ -247,6 +247,13 @@ def read_profiles(path: Path) -> tuple[Profile, ...]:
     return tuple(profile_from_row(row, f"{path} row {index} (ID {row.get('ID')!r})") for index, row in enumerate(rows))
 
 
+def require_unique_ids(profiles: list[Profile], where: Path) -> None:
+    """An importer's check: two profiles under one id would merge in every split and join."""
+    ids = [p.id for p in profiles]
+    if len(set(ids)) != len(ids):
+        raise DataError(f"{where}: duplicate IDs {sorted({i for i in ids if ids.count(i) > 1})[:5]}")
+
+
 def profile_from_row(row: dict[str, Any], where: str) -> Profile:
     """One profile from a row of a profile table or of the official release (``where`` names the row in
     errors); a column the row lacks reads as empty."""

@@ -32,21 +32,27 @@ class Split:
     manifest: dict
 
 
-def make_split(benchmark: Benchmark, config: SplitConfig) -> Split:
+def _forget_ids(benchmark: Benchmark, config: SplitConfig) -> tuple[set[str], list[str] | None]:
+    """The forget set's IDs, and the release's own list where an import has one at this percent (as the
+    paper's rows use; data/mllmu.py), else a seeded draw."""
     ids = sorted(profile.id for profile in benchmark.full)
-    forget_count = max(1, round(len(ids) * config.forget_percent / 100))
-    if forget_count >= len(ids):
-        raise DataError(f"forget_percent {config.forget_percent} leaves no retain profiles among {len(ids)}")
     official = benchmark.manifest.get("forget_ids", {}).get(str(config.forget_percent))
-    if official is not None:  # an imported release's own forget set (data/mllmu.py), as the paper's rows use
+    if official is not None:
         forget_ids = set(official)
         unknown = sorted(forget_ids - set(ids))
         problem = (f"names profiles not in the benchmark: {unknown[:5]}" if unknown else "is empty" if not forget_ids
                    else "leaves no retain profiles" if len(forget_ids) >= len(ids) else None)
         if problem:
             raise DataError(f"benchmark manifest: forget_ids[\"{config.forget_percent}\"] {problem}")
-    else:
-        forget_ids = set(random.Random(config.seed).sample(ids, forget_count))
+        return forget_ids, official
+    forget_count = max(1, round(len(ids) * config.forget_percent / 100))
+    if forget_count >= len(ids):
+        raise DataError(f"forget_percent {config.forget_percent} leaves no retain profiles among {len(ids)}")
+    return set(random.Random(config.seed).sample(ids, forget_count)), None
+
+
+def make_split(benchmark: Benchmark, config: SplitConfig) -> Split:
+    forget_ids, official = _forget_ids(benchmark, config)
     forget = tuple(p for p in benchmark.full if p.id in forget_ids)
     retain = tuple(p for p in benchmark.full if p.id not in forget_ids)
     test = tuple(p for p in benchmark.test if p.id in forget_ids)

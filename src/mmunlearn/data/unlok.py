@@ -34,6 +34,7 @@ from mmunlearn.data.schema import (
     Profile,
     QAItem,
     Task,
+    require_unique_ids,
 )
 from mmunlearn.errors import DataError
 
@@ -145,9 +146,7 @@ def import_unlok(records_path: Path, images_root: Path) -> Benchmark:
         test.append(test_row)
         if neighbourhood is not None:
             neighbourhoods.append(neighbourhood)
-    ids = [p.id for p in full]
-    if len(set(ids)) != len(ids):
-        raise DataError(f"{records_path}: duplicate ids {sorted({i for i in ids if ids.count(i) > 1})[:5]}")
+    require_unique_ids(full, records_path)
     rungs = sorted({pose.difficulty for row in test for pose in row.poses}, key=RUNGS.index)
     bare = [row.id for row in test if not row.poses]
     if bare:  # validate's test_links suite requires one (the Test set asks with a re-posed image)
