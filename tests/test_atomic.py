@@ -71,3 +71,15 @@ def test_outputs_get_the_permissions_the_umask_gives(tmp_path):
     assert stat.S_IMODE((tmp_path / "splits").stat().st_mode) == 0o755
     assert stat.S_IMODE((tmp_path / "splits" / "images").stat().st_mode) == 0o755
     assert stat.S_IMODE((tmp_path / "splits" / "images" / "adapter_model.safetensors").stat().st_mode) == 0o644
+
+
+def test_a_folder_that_cannot_be_written_is_named(tmp_path):
+    """`data synth --out /proc/nope` was a FileNotFoundError traceback from deep in tempfile."""
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    with pytest.raises(DataError, match=r"a-file/out: cannot write there"):
+        with atomic_dir(blocked / "out", marks=("manifest.json",)):
+            pass
+    with pytest.raises(DataError, match=r"a-file/metrics.json: cannot write there"):
+        write_json(blocked / "metrics.json", {"a": 1})
+    assert blocked.read_text() == "not a folder"

@@ -49,6 +49,16 @@ def test_missing_params_file(project, capsys):
     ("split:\n  seed: 1\nsplit:\n  seed: 2\n", ("params.yaml", "line 3", "'split' is given twice")),
     ("methods:\n  ga: {forget: ga, lr: .inf}\n", ("params.yaml", "methods.ga.lr", "finite")),
     ("finetune: [1, 2]\nfinetune_retain:\n  epochs: 1\n", ("params.yaml", "finetune", "dictionary")),
+    # ... and these a traceback at the stage that met them (training, the tiny build, the judge)
+    ("finetune:\n  formats: []\n", ("params.yaml", "finetune.formats", "at least 1")),
+    ("finetune:\n  max_grad_norm: -1\n", ("params.yaml", "finetune.max_grad_norm", "greater than 0")),
+    ("model:\n  tiny: {patch_size: 0}\n", ("params.yaml", "model.tiny.patch_size")),
+    ("model:\n  tiny: {patch_size: 5}\n", ("params.yaml", "model.tiny", "patch_size 5 must divide image_size 32")),
+    ("model:\n  tiny: {text_heads: 7}\n", ("params.yaml", "model.tiny", "text_heads 7 must divide text_hidden 128")),
+    ("model:\n  tiny: {text_heads: 128}\n", ("params.yaml", "model.tiny", "must be even")),
+    ("evaluation:\n  judge: {api_key_env: ''}\n", ("params.yaml", "evaluation.judge.api_key_env")),
+    ("tune:\n  search_space:\n    npoo: {lr: {low: 0.001, high: 0.01}}\n",
+     ("params.yaml", "tune.search_space.npoo", "no method 'npoo'")),
 ])
 def test_malformed_params_name_the_field(project, capsys, text, needles):
     (project / "params.yaml").write_text(text)
@@ -233,6 +243,16 @@ def test_evaluating_a_model_not_built_yet_names_its_folder_at_once(project, caps
     code, _, err = run_cli(["evaluate", "--model", "vanilla"], capsys)
     _assert_one_clean_line(code, err, "models/vanilla", "no trained model there", "adapter_config.json")
     assert not (project / "metrics" / "vanilla.json").exists()
+
+
+@pytest.mark.parametrize("command", [["finetune"], ["finetune", "--subset", "retain"]])
+def test_a_stage_run_before_the_tiny_base_is_built_says_so(project, capsys, monkeypatch, command):
+    """It blamed model.name ('models/base' not in the Hugging Face cache) after asking the hub."""
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    assert run_cli(["data", "synth"], capsys)[0] == 0 and run_cli(["split"], capsys)[0] == 0
+    code, _, err = run_cli(command, capsys)
+    _assert_one_clean_line(code, err, "models/base", "the tiny base model is not built there", "mmunlearn base")
+    assert "model.name" not in err and "Hugging Face" not in err
 
 
 def test_an_unlearned_model_without_its_adapter_names_its_folder_at_once(project, capsys, monkeypatch):

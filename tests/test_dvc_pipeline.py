@@ -68,6 +68,19 @@ def test_fetch_that_regenerates_other_bytes_says_so_and_leaves_data_dvc_as_it_wa
     assert json.loads(_run(["dvc", "status", "data.dvc", "--json"], fresh_clone).stdout) != {}
 
 
+def test_fetch_regenerates_present_data_when_the_data_settings_change(fresh_clone):
+    """The pinned data was present: the fetch said "present and matches data.dvc", and the study ran on
+    the old settings' data."""
+    assert "benchmark generated" in _run(["mmunlearn", "data", "fetch"], fresh_clone).stdout
+    params = fresh_clone / "params.yaml"
+    params.write_text(params.read_text().replace("seed: 1234", "seed: 1235", 1))
+    fetched = _run(["mmunlearn", "data", "fetch"], fresh_clone)
+    assert "benchmark generated" in fetched.stdout and "data.seed: 1234 → 1235" in fetched.stderr
+    manifest = json.loads((fresh_clone / "data/benchmark/manifest.json").read_text())
+    assert manifest["params"]["seed"] == 1235
+    assert "differs from data.dvc" in fetched.stderr
+
+
 def test_fetch_pulls_from_a_dvc_remote(fresh_clone, tmp_path):
     _run(["mmunlearn", "data", "fetch"], fresh_clone)
     _run(["dvc", "remote", "add", "-d", "store", str(tmp_path / "remote")], fresh_clone)

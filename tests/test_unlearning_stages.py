@@ -173,12 +173,17 @@ def test_judged_evaluation_with_a_general_set_fills_factuality_caches_it_and_nev
 
 
 def test_protocols_stage_writes_the_agreement_report_and_metrics(study, monkeypatch, capsys):
+    from mmunlearn.config import overlay
+
     monkeypatch.chdir(study)
-    code, out, err = run_cli(["protocols", "--model", "vanilla"], capsys)
+    params = overlay(yaml.safe_load((study / "params.yaml").read_text()), {"paths": {"reports": "elsewhere"}})
+    (study / "elsewhere.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    code, out, err = run_cli(["-p", "elsewhere.yaml", "protocols", "--model", "vanilla"], capsys)
     assert code == 0, err
     summary = json.loads((study / "metrics" / "protocol_agreement.json").read_text())
     assert 0.0 <= summary["overall"]["agreement"] <= 1.0 and f"{summary['overall']['n']} multiple-choice" in out
-    assert "## Disagreements" in (study / "reports" / "protocol_agreement.md").read_text()
+    assert "## Disagreements" in (study / "elsewhere" / "protocol_agreement.md").read_text()
+    assert "(elsewhere/protocol_agreement.md)" in out  # it named reports/ whatever paths.reports said
 
 
 @pytest.mark.parametrize(("command", "change", "needles"), [

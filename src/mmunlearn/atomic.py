@@ -51,6 +51,15 @@ def _check_replaceable(target: Path, marks: tuple[str, ...]) -> None:
                             "it: move them, or write to another folder")
 
 
+def _writable(target: Path, make_staging):
+    """``make_staging()`` in ``target``'s folder, made first; a folder that cannot be written is named."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return make_staging()
+    except OSError as exc:
+        raise DataError(f"{target}: cannot write there ({exc.strerror or exc})") from None
+
+
 @contextlib.contextmanager
 def atomic_dir(target: Path, marks: tuple[str, ...]) -> Iterator[Path]:
     """Yield an empty temporary directory; on success it replaces ``target`` whole. ``marks``: the file
@@ -58,8 +67,7 @@ def atomic_dir(target: Path, marks: tuple[str, ...]) -> Iterator[Path]:
     or a file, is left alone with a DataError, checked before the work and again before the swap."""
     target = Path(target)
     _check_replaceable(target, marks)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    staging = _writable(target, lambda: Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent)))
     try:
         yield staging
         _check_replaceable(target, marks)
@@ -80,8 +88,7 @@ def atomic_dir(target: Path, marks: tuple[str, ...]) -> Iterator[Path]:
 def atomic_file(target: Path) -> Iterator[Path]:
     """Yield a temporary file path in the target's folder; on success it replaces ``target``."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+    fd, tmp_name = _writable(target, lambda: tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     os.close(fd)
     staging = Path(tmp_name)
     try:

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from mmunlearn.config import DEFAULT_PARAMS_FILE, Params, load_params
-from mmunlearn.errors import MmunlearnError, ValidationFailed
+from mmunlearn.errors import DataError, MmunlearnError, ValidationFailed
 
 app = typer.Typer(help="Unlearning private information in multimodal LLMs.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -25,8 +25,11 @@ def _main(
     params: Annotated[Path, typer.Option("--params", "-p", help="params file")] = DEFAULT_PARAMS_FILE,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+    # our progress at INFO; libraries only from WARNING (great-expectations alone logged 200+ INFO lines
+    # a validation) unless --verbose asks for everything
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
     ctx.obj = params
 
 
@@ -102,13 +105,25 @@ def validate(ctx: typer.Context) -> None:
     """Run the expectation suites; write metrics/data_quality.json; fail on a critical defect."""
     from mmunlearn.atomic import write_json
     from mmunlearn.data.schema import load_benchmark
-    from mmunlearn.data.validation import describe_failures, validate_benchmark
+    from mmunlearn.data.synthetic import settings_changed_since
+    from mmunlearn.data.validation import (
+        DIGEST_KEY,
+        benchmark_digest,
+        describe_failures,
+        quality_report_path,
+        validate_benchmark,
+    )
 
     params = _params(ctx)
-    report = validate_benchmark(load_benchmark(params.paths.benchmark), params.paths.expectations,
-                                params.validate_.example_rows)
-    report_path = params.paths.metrics / "data_quality.json"
-    write_json(report_path, report.payload)
+    benchmark = load_benchmark(params.paths.benchmark)
+    changed = settings_changed_since(benchmark.manifest, params.data)
+    if changed and params.data.source == "synthetic":  # else the study would run on the old settings' data
+        raise DataError(f"{params.paths.benchmark} was generated with other settings than {params.source} asks "
+                        f"({'; '.join(changed)}): `mmunlearn data fetch` regenerates it (`dvc commit "
+                        f"{params.paths.data_dvc}` then records the new version)")
+    report = validate_benchmark(benchmark, params.paths.expectations, params.validate_.example_rows)
+    report_path = quality_report_path(params.paths.metrics)
+    write_json(report_path, {**report.payload, DIGEST_KEY: benchmark_digest(params.paths.benchmark)})
     if not report.passed:
         raise ValidationFailed(f"{describe_failures(report.critical_failures)}; see {report_path}")
     typer.echo(f"data quality: all critical expectations passed ({report_path})")
@@ -119,9 +134,12 @@ def split(ctx: typer.Context) -> None:
     """Write the forget/retain/test/celebrity split."""
     from mmunlearn.data.schema import load_benchmark
     from mmunlearn.data.splits import make_split, save_split
+    from mmunlearn.data.validation import quality_report_path, require_validated
 
     params = _params(ctx)
-    result = make_split(load_benchmark(params.paths.benchmark), params.split)
+    benchmark = load_benchmark(params.paths.benchmark)
+    require_validated(quality_report_path(params.paths.metrics), params.paths.benchmark)
+    result = make_split(benchmark, params.split)
     save_split(result, params.paths.splits)
     typer.echo(f"split: {result.manifest['counts']}")
 
@@ -189,12 +207,13 @@ def attack(ctx: typer.Context,
 def protocols(ctx: typer.Context,
               model: Annotated[str, typer.Option(help="a model of the study")] = "vanilla") -> None:
     """Answer every multiple-choice question with the fast and the official protocol; report agreement."""
-    from mmunlearn.evaluation.stage import protocols_stage
+    from mmunlearn.evaluation.stage import agreement_report_path, protocols_stage
 
-    summary = protocols_stage(_params(ctx), model)
+    params = _params(ctx)
+    summary = protocols_stage(params, model)
     typer.echo(f"protocols: {summary['overall']['agreement']:.1%} agreement on {summary['overall']['n']} "
                f"multiple-choice questions, {summary['overall']['zero_shot_agreement']:.1%} without the official "
-               "few-shot prompt (reports/protocol_agreement.md)")
+               f"few-shot prompt ({agreement_report_path(params)})")
 
 
 @app.command("tune")

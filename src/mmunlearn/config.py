@@ -118,19 +118,31 @@ class TinyModelConfig(_Section):
     """Sizes of the embedded default (see models/tiny.py)."""
 
     vocab_size: int = Field(4096, ge=300)  # an upper bound: BPE stops when every word is a token
-    image_size: int = 32
-    patch_size: int = 8
-    vision_hidden: int = 64
-    vision_layers: int = 2
-    vision_heads: int = 4
-    text_hidden: int = 128
-    text_layers: int = 4
-    text_heads: int = 8
-    text_intermediate: int = 384
+    image_size: int = Field(32, ge=1)
+    patch_size: int = Field(8, ge=1)
+    vision_hidden: int = Field(64, ge=1)
+    vision_layers: int = Field(2, ge=1)
+    vision_heads: int = Field(4, ge=1)
+    text_hidden: int = Field(128, ge=1)
+    text_layers: int = Field(4, ge=1)
+    text_heads: int = Field(8, ge=1)
+    text_intermediate: int = Field(384, ge=1)
     # Larger than Llama's 0.02: measured to shorten the small model's multiple-choice plateau
     text_init_std: float = Field(0.08, gt=0)
-    max_positions: int = 256
+    max_positions: int = Field(256, ge=16)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _shapes_fit(self) -> TinyModelConfig:
+        if self.image_size % self.patch_size:
+            raise ValueError(f"patch_size {self.patch_size} must divide image_size {self.image_size}")
+        for tower, hidden, heads in (("vision", self.vision_hidden, self.vision_heads),
+                                     ("text", self.text_hidden, self.text_heads)):
+            if hidden % heads:
+                raise ValueError(f"{tower}_heads {heads} must divide {tower}_hidden {hidden}")
+        if (self.text_hidden // self.text_heads) % 2:  # rotary embeddings rotate pairs of dimensions
+            raise ValueError(f"text_hidden / text_heads = {self.text_hidden // self.text_heads} must be even")
+        return self
 
 
 class ModelConfig(_Section):
@@ -155,7 +167,7 @@ class TrainConfig(_Section):
     warmup_steps: int = Field(0, ge=0)
     lr_schedule: Literal["linear", "constant_with_warmup", "cosine"] = "linear"
     adam_beta2: float = Field(0.999, gt=0, lt=1)
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = Field(1.0, gt=0)  # a Trainer reads 0 or less as "no clipping": not a typo to pass
     save_steps: int = Field(200, ge=1)
     logging_steps: int = Field(10, ge=1)
     seed: int = 0
@@ -167,7 +179,7 @@ class TrainConfig(_Section):
 class ExampleRecipe(TrainConfig):
     """A training stage that turns fine-tuning pairs into examples (training/examples.py)."""
 
-    formats: tuple[ExampleFormat, ...] = ("qa",)
+    formats: tuple[ExampleFormat, ...] = Field(("qa",), min_length=1)  # none: nothing to train on
     mcq_drills: int = Field(0, ge=0)
     # Drills per face-shown (image) pair instead of mcq_drills (null: the same): face letters come slower
     # than name letters, so the tiny default spends more of the same drill budget on faces (README).
@@ -186,7 +198,7 @@ class ExampleRecipe(TrainConfig):
 class BaseConfig(ExampleRecipe):
     """Pretraining of the tiny default on the public figures (skipped for hub models)."""
 
-    formats: tuple[ExampleFormat, ...] = ("qa", "generation", "mcq", "cloze")
+    formats: tuple[ExampleFormat, ...] = Field(("qa", "generation", "mcq", "cloze"), min_length=1)
     mcq_drills: int = Field(2, ge=0)
     vocabulary: bool = True  # also say every value and name of the benchmark, tied to no one (examples.py)
 
@@ -204,7 +216,7 @@ class LoraSettings(_Section):
 class FinetuneConfig(ExampleRecipe):
     """The vanilla model: LoRA on every fictitious profile (forget + retain)."""
 
-    formats: tuple[ExampleFormat, ...] = ("qa", "mcq", "cloze")
+    formats: tuple[ExampleFormat, ...] = Field(("qa", "mcq", "cloze"), min_length=1)
     mcq_drills: int = Field(1, ge=0)
     # Also train this fraction of the public figures' examples, in the same formats (rehearsal), so
     # fine-tuning keeps what the base model knew about them: the celebrity set measures that knowledge.
@@ -278,7 +290,8 @@ class JudgeConfig(_Section):
     model: str = "gpt-4o"  # the paper's judge; a local server's model name works the same way
     # None: $OPENAI_BASE_URL, else api.openai.com; e.g. http://127.0.0.1:8000/v1 for a local vLLM
     base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"  # the *name* of the variable holding the key; the key is never stored
+    # the *name* of the variable holding the key; the key itself is never stored
+    api_key_env: str = Field("OPENAI_API_KEY", min_length=1)
     timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(3, ge=0)  # extra attempts after a failed request or an unparseable reply
     backoff_s: float = Field(2.0, ge=0)  # first wait; doubles each retry
@@ -489,8 +502,9 @@ class Params(_Section):
         """Every value a search space can draw is one the method's setting takes (a wrong type failed the
         first trial, leaving a failed trial behind)."""
         for method, space in self.tune.search_space.items():
-            if method not in self.methods:
-                continue
+            if method not in self.methods:  # a misspelt method: its space was silently never searched
+                raise ValueError(f"tune.search_space.{method}: no method {method!r} under methods "
+                                 f"(have {sorted(self.methods)})")
             settings = self.methods[method].model_dump()
             for name, dimension in space.items():
                 values = dimension.choices if dimension.choices is not None else (dimension.low, dimension.high)

@@ -14,6 +14,7 @@ import re
 _CREDENTIAL_NAME = re.compile(r"(?:^|[_\-.])(?:api_?key|secret(?:_?key)?|access_?key|token|password|passwd|credentials?)$",
                               re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^:/@\s]*):[^@/\s]*@", re.IGNORECASE)
+_BEARER = re.compile(r"(\bBearer\s+)[^\s'\",]+", re.IGNORECASE)
 
 
 def names_a_credential(name: str) -> bool:
@@ -24,3 +25,12 @@ def names_a_credential(name: str) -> bool:
 def mask_url_passwords(text: str) -> str:
     """``text`` with the password of every URL in it replaced by ``***`` (user and host kept)."""
     return _URL_PASSWORD.sub(r"\1:***@", text)
+
+
+def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """``text`` safe to log: URL passwords, bearer tokens and each of ``secrets`` replaced by ``***``.
+    A server's error may quote the request back (a proxy's echo, a debug page), key included."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return _BEARER.sub(r"\1***", mask_url_passwords(text))

@@ -103,9 +103,12 @@ def test_the_split_takes_the_release_forget_set_and_the_import_validates(release
     split = make_split(imported, SplitConfig(forget_percent=10, test_image_difficulty="pose2"))
     assert [p.id for p in split.forget] == FORGET_10 and [p.id for p in split.test] == FORGET_10
     assert split.manifest["forget_set"] == "the release's forget_10"
-    # the release copy has no forget_15: a seeded draw
-    drawn = make_split(imported, SplitConfig(forget_percent=15, test_image_difficulty="pose1"))
+    # the release copy has no forget_15: a seeded draw, and a word that it is not the release's
+    with caplog.at_level(logging.WARNING, logger="mmunlearn.data.splits"):
+        drawn = make_split(imported, SplitConfig(forget_percent=15, test_image_difficulty="pose1"))
     assert "forget_set" not in drawn.manifest and len(drawn.forget) == 3
+    assert "forget sets for 10% only; drawing a seeded forget set instead" in caplog.text
+    caplog.clear()
     # a pose the rows do not have: they are shown the training face, and the split says so
     with caplog.at_level(logging.WARNING, logger="mmunlearn.data.splits"):
         unposed = make_split(imported, SplitConfig(forget_percent=10))

@@ -130,6 +130,14 @@ def test_malformed_records_are_named_not_tracebacks(images, tmp_path, change, ne
         import_unlok(path, images)
 
 
+def test_a_whole_file_object_is_named_as_the_wrong_layout(images, tmp_path):
+    """{"data": [...]} pretty-printed was read as JSON lines: "not valid JSON (line 1: Expecting property name")."""
+    path = tmp_path / "records.json"
+    path.write_text(json.dumps({"data": json.loads(RECORDS.read_text())}, indent=2))
+    with pytest.raises(DataError, match=r"records.json: one JSON object spread over lines; expected a JSON list"):
+        import_unlok(path, images)
+
+
 def test_json_lines_errors_name_the_files_own_line(images, tmp_path):
     """Each line is parsed alone, so every error said "line 1"."""
     lines = [json.dumps(record) for record in json.loads(RECORDS.read_text())]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import replace
 
 import pyarrow as pa
@@ -148,6 +150,56 @@ def test_each_defect_fails_validate_and_is_named(project, benchmark_dir, capsys,
     assert named, failures
     assert named[0]["severity"] == "critical" and named[0]["unexpected_count"] >= 1
     assert named[0]["examples"] and named[0]["examples"][0]["profile_id"]
+
+
+def test_a_benchmark_generated_with_other_data_settings_is_named(project, benchmark_dir, capsys):
+    """params.yaml's data section changed after the data was generated: the study would have run on the old
+    data without a word (the fetch found it matching data.dvc)."""
+    from tests.conftest import SMALL_DATA, write_params
+
+    write_params(project, data={**SMALL_DATA, "num_profiles": 30, "seed": 8})
+    code, _, err = run_cli(["validate"], capsys)
+    assert code != 0 and err.count("\n") == 1, err
+    assert "data.num_profiles: 20 → 30; data.seed: 7 → 8" in err and "`mmunlearn data fetch` regenerates it" in err
+    assert not (project / "metrics" / "data_quality.json").exists()
+    write_params(project, data={**SMALL_DATA, "pull_timeout_s": 5})  # how data is fetched is not what it is
+    assert run_cli(["validate"], capsys)[0] == 0
+
+
+def test_split_refuses_data_that_failed_validation(project, benchmark_dir, capsys, caplog):
+    """By hand (not through dvc repro), `split` wrote a split of data `validate` had just failed."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="mmunlearn.data.validation"):
+        assert run_cli(["split"], capsys)[0] == 0  # never validated: split, with a word
+    assert "has not been validated" in caplog.text
+    shutil.copytree(benchmark_dir, project / "clean")
+    duplicate_id(benchmark_dir)
+    assert run_cli(["validate"], capsys)[0] != 0
+    shutil.rmtree(project / "data" / "splits")
+    code, _, err = run_cli(["split"], capsys)
+    assert code != 0 and "failed validation (2 critical failure(s)" in err and "run `mmunlearn validate` again" in err
+    assert not (project / "data" / "splits").exists()
+    shutil.rmtree(benchmark_dir)
+    shutil.copytree(project / "clean", benchmark_dir)  # fixed, not validated again
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mmunlearn.data.validation"):
+        assert run_cli(["split"], capsys)[0] == 0  # the failed report was of other data
+    assert "has not been validated" in caplog.text
+    assert run_cli(["validate"], capsys)[0] == 0 and run_cli(["split"], capsys)[0] == 0
+
+
+def test_validate_speaks_in_our_lines_only(project, benchmark_dir):
+    """great-expectations logged 200+ INFO lines a run (its loggers pinned at INFO) around our report."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "mmunlearn", "validate"], cwd=project, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "GX_ANALYTICS_ENABLED": "false"})
+    assert done.returncode == 0, done.stderr
+    assert "data quality: all critical expectations passed" in done.stdout
+    lines = done.stderr.splitlines()
+    assert lines and all(line.startswith("INFO mmunlearn.") for line in lines), lines[:5]
 
 
 def test_expectation_suite_files_are_checked(project, benchmark_dir, capsys):

@@ -51,8 +51,10 @@ class OpenAICompatibleServer:
                     time.sleep(server.delay_s)
                 answer = server.reply(body["messages"])
                 if isinstance(answer, int):  # a refused key is quoted back, as OpenAI's 401 quotes part of it
-                    message = f"Incorrect API key provided: {self.headers.get('Authorization', '')}" \
-                        if answer == 401 else "simulated failure"
+                    # ... and a failing proxy or debug page may echo the whole request
+                    quoted = self.headers.get("Authorization", "")
+                    message = f"Incorrect API key provided: {quoted}" if answer == 401 else \
+                        f"simulated failure of the request with Authorization: {quoted}"
                     self._send(answer, {"error": {"message": message, "type": "server_error"}})
                     return
                 self._send(200, {

@@ -60,7 +60,22 @@ def test_a_local_mmmu_style_set_is_read_and_scored_over_each_questions_own_lette
     ({"question": "q", "options": ["a"], "answer": "A"}, r":1: field 'options'"),
     ({"question": "q", "options": ["a", "b"], "answer": "A", "image": "nope.png"}, r":1: field 'image' names"),
     ("{not json", r":1: not a JSON object"),
+    # each of these was a traceback, or accepted and shown to the model wrong
+    ("5", r":1: not a JSON object \(a int\)"),
+    ({"question": "q", "options": list("abcdefghij"), "answer": "A"}, r":1: field 'options' has 10 options, at most 9"),
+    ({"question": "q", "options": ["a", None], "answer": "A"}, r":1: field 'options': option\(s\) \['B'\]"),
+    ({"question": "", "options": ["a", "b"], "answer": "A"}, r":1: field 'question' must be non-empty text"),
+    ({"question": "q", "options": ["a", "b"], "answer": "A", "image": "broken.png"}, r":1: field 'image': .*broken.png "
+                                                                                    r"is not an image PIL can read"),
 ])
 def test_a_bad_record_is_a_clear_error_naming_file_line_and_field(tmp_path, record, message):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
     with pytest.raises(DataError, match=message):
         load_general_set(_write(tmp_path, [record]))
+
+
+def test_a_set_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "general.jsonl"
+    path.write_bytes(json.dumps(RECORDS[1]).encode() + b"\n\xff\xfe\n")
+    with pytest.raises(DataError, match=r"general.jsonl: not UTF-8 text \(byte \d+\)"):
+        load_general_set(path)

@@ -76,6 +76,22 @@ def test_server_errors_are_retried_and_timeouts_end_as_failures(tmp_path):
     assert verdict.score is None and "Timeout" in verdict.error
 
 
+def test_a_server_error_that_quotes_the_key_never_logs_it(tmp_path, monkeypatch, caplog, capsys):
+    """A 500 whose body echoes the request's Authorization header: the key stays out of logs and verdicts,
+    each distinct failure is logged once, and the unscored answers are counted."""
+    monkeypatch.setenv("MY_JUDGE_KEY", "sk-test-secret-4321")
+    with OpenAICompatibleServer(lambda messages: 500) as server:
+        verdicts = _judge(tmp_path, server, api_key_env="MY_JUDGE_KEY", max_retries=1).score_all(CASES)
+    assert server.authorizations[0] == "Bearer sk-test-secret-4321"
+    assert [v.score for v in verdicts] == [None, None, None]
+    assert all("Authorization: Bearer ***" in v.error for v in verdicts)
+    out, err = capsys.readouterr()
+    for text in (caplog.text, out, err, *(v.error for v in verdicts)):
+        assert "secret-4321" not in text
+    assert caplog.text.count("simulated failure") == 1
+    assert "3 of 3 answers got no score" in caplog.text
+
+
 @pytest.mark.parametrize("status, reason", [
     (401, r"does not accept the key in \$MY_JUDGE_KEY"),
     (403, r"gives the key in \$MY_JUDGE_KEY no access to model 'judge-small'"),

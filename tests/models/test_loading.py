@@ -231,3 +231,24 @@ def test_a_model_folder_is_checked_when_named_and_found_under_a_tilde(tiny, tmp_
     (folder / "config.json").unlink()
     with pytest.raises(ConfigError, match="has no config.json"):
         check_model_folder(folder)
+
+
+@pytest.mark.parametrize(("settings", "needle"), [
+    ({"target_modules": ("q_proj", "query_key_value")}, r"finetune.lora.target_modules: \['query_key_value'\]"),
+    ({"target_modules": r".*\.attn\.nope"}, r"finetune.lora.target_modules: \['.*\\\\.attn\\\\.nope'\]"),
+    ({"modules_to_save": ("lm_head", "score_head")}, r"methods.ga.modules_to_save: \['score_head'\]"),
+])
+def test_lora_names_that_match_no_module_are_named(tiny, settings, needle):
+    """A target was a peft traceback; a module to save that is not there was silently not trained."""
+    import copy
+
+    from mmunlearn.config import LoraSettings
+    from mmunlearn.models.loading import add_lora
+
+    fields = ("finetune.lora.target_modules", "methods.ga.modules_to_save")
+    with pytest.raises(ConfigError, match=needle) as refused:
+        add_lora(copy.deepcopy(tiny[0]), LoraSettings(r=2, alpha=2, **settings), fields)
+    assert "q_proj" in str(refused.value)  # the names the model has, to pick from
+    model = add_lora(copy.deepcopy(tiny[0]), LoraSettings(r=2, alpha=2, target_modules=("q_proj",),
+                                                          modules_to_save=("lm_head",)))
+    assert any("lora_A" in name for name, _ in model.named_parameters())

@@ -19,7 +19,7 @@ from pathlib import Path
 from mmunlearn.atomic import atomic_dir
 from mmunlearn.config import Params
 from mmunlearn.data.schema import MANIFEST_FILE, load_manifest, save_benchmark
-from mmunlearn.data.synthetic import GENERATOR, generate_benchmark
+from mmunlearn.data.synthetic import GENERATOR, generate_benchmark, settings_changed_since
 from mmunlearn.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -107,15 +107,29 @@ def _holds_other_data(folder: Path) -> bool:
     return not (isinstance(manifest, dict) and manifest.get("generator") == GENERATOR)
 
 
+def _settings_changed(folder: Path, params: Params) -> list[str]:
+    """How params.data differs from what generated ``folder`` ([] if it does not, or no generated data is there)."""
+    if not (folder / MANIFEST_FILE).is_file():
+        return []
+    try:
+        return settings_changed_since(load_manifest(folder), params.data)
+    except DataError:  # not JSON: not the generator's
+        return []
+
+
 def fetch(params: Params, root: Path = Path(".")) -> str:
     """Make the benchmark present; returns how: "present", "pulled" or "generated"."""
     dvc_file = root / params.paths.data_dvc
     benchmark_dir = root / params.paths.benchmark
     pinned = _versions(root, dvc_file, benchmark_dir)
-    if pinned and benchmark_dir.is_dir() and tracked_data_is_current(root, dvc_file):
+    changed = params.data.source == "synthetic" and _settings_changed(benchmark_dir, params)
+    if changed:  # the data.dvc version is the old settings' data: neither it nor a pull is what is asked for
+        log.info("%s was generated with other settings (%s); regenerating", benchmark_dir, "; ".join(changed))
+    elif pinned and benchmark_dir.is_dir() and tracked_data_is_current(root, dvc_file):
         log.info("%s is present and matches %s", benchmark_dir, dvc_file)
         return "present"
-    if pinned and _try_pull(root, dvc_file, params.data.pull_timeout_s) and tracked_data_is_current(root, dvc_file):
+    if not changed and pinned and _try_pull(root, dvc_file, params.data.pull_timeout_s) \
+            and tracked_data_is_current(root, dvc_file):
         log.info("pulled %s from the DVC remote", benchmark_dir)
         return "pulled"
     if _holds_other_data(benchmark_dir):  # replacing it with generated data would lose it

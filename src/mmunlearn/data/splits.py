@@ -45,6 +45,10 @@ def _forget_ids(benchmark: Benchmark, config: SplitConfig) -> tuple[set[str], li
         if problem:
             raise DataError(f"benchmark manifest: forget_ids[\"{config.forget_percent}\"] {problem}")
         return forget_ids, official
+    released = sorted(benchmark.manifest.get("forget_ids", {}), key=int)
+    if released:  # an import's results then compare with no published row
+        log.warning("split.forget_percent %s: the imported release has forget sets for %s%% only; drawing a seeded "
+                    "forget set instead (not the release's)", config.forget_percent, "/".join(released))
     forget_count = max(1, round(len(ids) * config.forget_percent / 100))
     if forget_count >= len(ids):
         raise DataError(f"forget_percent {config.forget_percent} leaves no retain profiles among {len(ids)}")

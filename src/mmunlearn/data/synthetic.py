@@ -33,6 +33,20 @@ GENERATOR = "mmunlearn.data.synthetic"  # the manifest's mark of data this modul
 GENERATOR_VERSION = 3
 
 
+def settings_changed_since(manifest: dict, config: DataConfig) -> list[str]:
+    """What ``config`` would generate otherwise than the data whose manifest this is, one "field: then →
+    now" per difference; [] when nothing differs or the generator did not write that data (an import)."""
+    if not isinstance(manifest, dict) or manifest.get("generator") != GENERATOR:
+        return []
+    changed = []
+    if manifest.get("generator_version") != GENERATOR_VERSION:
+        changed.append(f"the generator's version: {manifest.get('generator_version')} → {GENERATOR_VERSION}")
+    then, now = manifest.get("params") or {}, config.generator_params()
+    changed += [f"data.{key}: {then.get(key)!r} → {now.get(key)!r}" for key in sorted(set(then) | set(now))
+                if then.get(key) != now.get(key)]
+    return changed
+
+
 @dataclass(frozen=True)
 class _Person:
     id: str

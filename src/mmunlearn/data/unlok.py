@@ -119,6 +119,13 @@ def _parsed(path: Path, text: str, first_line: int):
         raise DataError(f"{path}: not valid JSON (line {first_line + exc.lineno}: {exc.msg})") from None
 
 
+def _one_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except json.JSONDecodeError:
+        return False
+
+
 def import_unlok(records_path: Path, images_root: Path) -> Benchmark:
     """Read the records file (a JSON list, or JSON lines) and its images into a Benchmark."""
     records_path, images_root = Path(records_path), Path(images_root)
@@ -132,6 +139,10 @@ def import_unlok(records_path: Path, images_root: Path) -> Benchmark:
         raise DataError(f"{records_path}: not UTF-8 text ({exc.reason})") from None
     if text.lstrip().startswith("["):
         records = _parsed(records_path, text, 0)
+    elif text.count("\n", 0, len(text.rstrip())) and text.lstrip().startswith("{") and _one_object(text):
+        # a whole-file object (e.g. {"data": [...]}) read as JSON lines failed on its first line's brace
+        raise DataError(f"{records_path}: one JSON object spread over lines; expected a JSON list of records "
+                        "or JSON lines (one record per line)")
     else:  # JSON lines: each parsed alone, so an error names the file's own line
         records = [_parsed(records_path, line, number) for number, line in enumerate(text.splitlines()) if line.strip()]
     if not records:

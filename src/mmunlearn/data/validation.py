@@ -75,6 +75,13 @@ def _example_rows(frame, indices: list[int], limit: int) -> list[dict[str, Any]]
     return json.loads(rows.to_json(orient="records"))
 
 
+def _quiet_library_loggers(prefix: str) -> None:
+    """A library that pins its own loggers at INFO speaks past the CLI's level: let them inherit it."""
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith(prefix) and isinstance(logger, logging.Logger) and 0 < logger.level < logging.WARNING:
+            logger.setLevel(logging.NOTSET)
+
+
 def validate_benchmark(benchmark: Benchmark, suites_folder: Path, example_rows: int = 5) -> QualityReport:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx  # slow import: only when validating
@@ -84,6 +91,7 @@ def validate_benchmark(benchmark: Benchmark, suites_folder: Path, example_rows: 
     parameters = suite_parameters(benchmark)
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    _quiet_library_loggers("great_expectations")
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)  # keep stderr to our one line
     source = context.data_sources.add_pandas("benchmark")
@@ -148,3 +156,32 @@ def describe_failures(failures: list[dict[str, Any]]) -> str:
     example = failures[0]["examples"][0] if failures and failures[0]["examples"] else {}
     where = ", ".join(f"{k}={v}" for k, v in example.items() if k in ("source", "profile_id", "role", "task"))
     return f"{len(failures)} critical expectation(s) failed — {named}" + (f"; first e.g. {where}" if where else "")
+
+
+DIGEST_KEY = "benchmark_digest"  # the report's record of which data it validated
+
+
+def quality_report_path(metrics_dir: Path) -> Path:
+    return Path(metrics_dir) / "data_quality.json"
+
+
+def benchmark_digest(folder: Path) -> str:
+    """Short, as it shows as a column in `dvc metrics show`: it tells data apart, it guards nothing."""
+    from mmunlearn.journal import files_fingerprint
+
+    return files_fingerprint(folder)[:16]
+
+
+def require_validated(report_path: Path, benchmark_dir: Path) -> None:
+    """Refuse data whose last validation failed; only warn about data never validated (a library user may
+    split data they checked otherwise). A report of other data counts as none."""
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8")) if report_path.is_file() else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        report = None
+    if not isinstance(report, dict) or report.get(DIGEST_KEY) != benchmark_digest(benchmark_dir):
+        log.warning("%s has not been validated (`mmunlearn validate` checks it and writes %s)", benchmark_dir, report_path)
+        return
+    if not report.get("passed"):
+        raise DataError(f"{benchmark_dir} failed validation ({report.get('critical_failures')} critical failure(s) "
+                        f"in {report_path}): fix the data and run `mmunlearn validate` again")

@@ -17,9 +17,11 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
+
 from mmunlearn.errors import DataError
 from mmunlearn.evaluation.engine import Request, score_options
-from mmunlearn.models.prompts import MCQ_INSTRUCTION
+from mmunlearn.models.prompts import MCQ_INSTRUCTION, decode_image
 
 LETTERS = tuple(string.ascii_uppercase[:9])  # MMMU questions have up to nine options (A–I)
 
@@ -38,13 +40,51 @@ def _field(record: dict, name: str, where: str):
     return record[name]
 
 
+def _image(record: dict, folder: Path, where: str) -> bytes | None:
+    """The record's image file, checked to decode now: it was a PIL traceback after the whole evaluation."""
+    name = record.get("image")
+    if not name:
+        return None
+    if not isinstance(name, str):
+        raise DataError(f"{where}: field 'image' must be a path relative to the file, got {name!r}")
+    image_path = folder / name
+    if not image_path.is_file():
+        raise DataError(f"{where}: field 'image' names {image_path}, which does not exist")
+    data = image_path.read_bytes()
+    try:
+        decode_image(data)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{where}: field 'image': {image_path} is not an image PIL can read ({exc})") from None
+    return data
+
+
+def _options(record: dict, where: str) -> dict[str, str]:
+    options = _field(record, "options", where)
+    if isinstance(options, list):
+        if len(options) > len(LETTERS):  # zip would drop the rest
+            raise DataError(f"{where}: field 'options' has {len(options)} options, at most {len(LETTERS)}")
+        options = dict(zip(LETTERS, options))
+    if not isinstance(options, dict) or not 2 <= len(options) <= len(LETTERS) or \
+            set(options) != set(LETTERS[:len(options)]):
+        raise DataError(f"{where}: field 'options' must be 2–{len(LETTERS)} options (a list, or letters A, B, ... in order)")
+    blank = [letter for letter, text in options.items() if not isinstance(text, str) or not text.strip()]
+    if blank:  # a null was shown to the model as "None"
+        raise DataError(f"{where}: field 'options': option(s) {blank} must be non-empty text")
+    return options
+
+
 def load_general_set(path: Path) -> list[GeneralQuestion]:
-    """Read and check the set; every error names the file, the line and the field."""
+    """Read and check the set (images decoded too), before any model work; every error names the file,
+    the line and the field."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: general-ability set not found (evaluation.general_set)")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}): the set is JSON lines") from None
     questions = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
@@ -52,23 +92,17 @@ def load_general_set(path: Path) -> list[GeneralQuestion]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{where}: not a JSON object ({exc.msg})") from None
-        options = _field(record, "options", where)
-        if isinstance(options, list):
-            options = dict(zip(LETTERS, options))
-        if not isinstance(options, dict) or not 2 <= len(options) <= len(LETTERS) or \
-                set(options) != set(LETTERS[:len(options)]):
-            raise DataError(f"{where}: field 'options' must be 2–{len(LETTERS)} options (a list, or letters A, B, ... in order)")
+        if not isinstance(record, dict):
+            raise DataError(f"{where}: not a JSON object (a {type(record).__name__})")
+        options = _options(record, where)
         answer = str(_field(record, "answer", where)).strip().upper()
         if answer not in options:
             raise DataError(f"{where}: field 'answer' is {answer!r}, not one of the options {sorted(options)}")
-        image = None
-        if record.get("image"):
-            image_path = path.parent / record["image"]
-            if not image_path.is_file():
-                raise DataError(f"{where}: field 'image' names {image_path}, which does not exist")
-            image = image_path.read_bytes()
-        text = "\n".join([str(_field(record, "question", where))]
-                         + [f"{letter}: {option}" for letter, option in options.items()] + [MCQ_INSTRUCTION])
+        question = _field(record, "question", where)
+        if not isinstance(question, str) or not question.strip():
+            raise DataError(f"{where}: field 'question' must be non-empty text")
+        image = _image(record, path.parent, where)
+        text = "\n".join([question] + [f"{letter}: {option}" for letter, option in options.items()] + [MCQ_INSTRUCTION])
         questions.append(GeneralQuestion(str(record.get("id", number)), options, answer, Request(text, image)))
     if not questions:
         raise DataError(f"{path}: no questions")

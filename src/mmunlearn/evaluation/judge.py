@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from mmunlearn.config import JudgeConfig
 from mmunlearn.errors import ConfigError
-from mmunlearn.secrets import mask_url_passwords
+from mmunlearn.secrets import mask_url_passwords, redact
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +163,10 @@ class JudgeCache:
 
 
 class FactualityJudge:
-    def __init__(self, settings: JudgeConfig, client, sleep=time.sleep):
+    def __init__(self, settings: JudgeConfig, client, sleep=time.sleep, secrets: tuple[str, ...] = ()):
         self.settings = settings
         self._client = client
+        self._secrets = secrets  # redacted from every error text: a server may quote the request back
         self._sleep = sleep
         self.usage = JudgeUsage(cost_per_million=(settings.usd_per_million_input_tokens,
                                                   settings.usd_per_million_output_tokens))
@@ -185,7 +186,7 @@ class FactualityJudge:
                 refusal = _refusal(self.settings, _server_url(self._client), exc)
                 if refusal is not None:
                     raise refusal from None
-                error = f"{type(exc).__name__}: {mask_url_passwords(str(exc))[:200]}"
+                error = f"{type(exc).__name__}: {redact(str(exc), self._secrets)[:200]}"
                 with self._usage_lock:
                     self.usage.requests += 1
                 continue
@@ -198,7 +199,7 @@ class FactualityJudge:
             score = parse_score(reply)
             if score is not None:
                 return score, reply, ""
-            error = f"no score in reply {reply[:80]!r}"
+            error = f"no score in reply {redact(reply, self._secrets)[:80]!r}"
         return None, "", error
 
     def score_all(self, cases: list[JudgeCase]) -> list[Verdict]:
@@ -215,6 +216,7 @@ class FactualityJudge:
                     self.usage.cache_hits += 1
                 else:
                     todo.setdefault(prompt, []).append(index)  # identical prompts are asked once
+            reported: set[str] = set()
             pool = ThreadPoolExecutor(self.settings.concurrency)
             try:
                 futures = {pool.submit(self._ask, json.loads(prompt)): prompt for prompt in todo}
@@ -225,13 +227,19 @@ class FactualityJudge:
                         cache.put(self.settings.model, prompt, reply, score)
                     else:
                         self.usage.failures += len(todo[prompt])
-                        log.warning("judge: %s", error)
+                        if error not in reported:  # each distinct failure once, not once per answer
+                            reported.add(error)
+                            log.warning("judge: %s", error)
                     for index in todo[prompt]:
                         verdicts[index] = Verdict(score, error)
             finally:  # after a refusal, the questions not yet sent are not sent
                 pool.shutdown(wait=True, cancel_futures=True)
         finally:
             cache.close()
+        failed = sum(1 for verdict in verdicts if verdict is not None and verdict.score is None)
+        if failed:
+            log.warning("judge: %d of %d answers got no score (recorded as factuality failures, not scores)",
+                        failed, len(cases))
         return verdicts  # type: ignore[return-value]
 
 
@@ -278,4 +286,4 @@ def build_judge(settings: JudgeConfig) -> FactualityJudge | None:
         raise ConfigError(f"evaluation.judge.base_url: {where} cannot be reached ({problem}): start the server, "
                           "or set base_url to one that runs, or judge.enabled: false")
     JudgeCache(settings.cache).close()  # a damaged cache is named now, not after the model work
-    return FactualityJudge(settings, client)
+    return FactualityJudge(settings, client, secrets=(key,) if key else ())

@@ -80,11 +80,15 @@ def protocols_stage(params: Params, model_name: str = "vanilla") -> dict:
         summary, disagreements = compare_protocols(model, processor, split, settings, journal)
         tracking.log_metrics(summary)
     write_json(params.paths.metrics / "protocol_agreement.json", summary)
-    write_text(params.paths.reports / "protocol_agreement.md", agreement_markdown(model_name, summary, disagreements))
+    write_text(agreement_report_path(params), agreement_markdown(model_name, summary, disagreements))
     journal.finish()
     log.info("protocols: %s agree on %.1f%% of multiple-choice questions", model_name,
              100 * summary["overall"]["agreement"])
     return summary
+
+
+def agreement_report_path(params: Params) -> Path:
+    return params.paths.reports / "protocol_agreement.md"
 
 
 def evaluate_stage(params: Params, model_name: str) -> dict:

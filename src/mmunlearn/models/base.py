@@ -26,7 +26,15 @@ def base_dir(params: Params) -> Path:
 
 def base_source(params: Params) -> str | Path:
     """What ``load_model`` is given: the built tiny folder, or the user's hub id / folder."""
-    return base_dir(params) if params.model.name == TINY else params.model.name
+    if params.model.name != TINY:
+        return params.model.name
+    folder = base_dir(params)
+    if not (folder / "config.json").is_file():  # else it was looked up as a hub id, blaming model.name
+        from mmunlearn.errors import MmunlearnError
+
+        raise MmunlearnError(f"{folder}: the tiny base model is not built there; build it first "
+                             "(`mmunlearn base`, or dvc repro)")
+    return folder
 
 
 def base_revision(params: Params) -> str | None:

@@ -256,11 +256,49 @@ def lora_config(settings):
                       modules_to_save=list(settings.modules_to_save) or None, init_lora_weights="gaussian")
 
 
-def add_lora(model, settings):
-    """A fresh trainable LoRA adapter (its B matrices start at zero, so the model's outputs are unchanged)."""
+def add_lora(model, settings, fields: tuple[str, str] = ("finetune.lora.target_modules",
+                                                          "finetune.lora.modules_to_save")):
+    """A fresh trainable LoRA adapter (its B matrices start at zero, so the model's outputs are unchanged).
+    ``fields``: the params that set ``settings``' target_modules and modules_to_save, named when one of
+    them names no module of the model."""
     from peft import get_peft_model
 
+    _require_modules(model, settings, fields)
     return get_peft_model(model, lora_config(settings))
+
+
+def _layer_names(model) -> list[str]:
+    """The last part of every weighted layer's path, linear layers (what LoRA adapts) first."""
+    import torch
+
+    layers = [(not isinstance(module, torch.nn.Linear), name.rsplit(".", 1)[-1])
+              for name, module in model.named_modules() if name and next(module.parameters(recurse=False), None) is not None]
+    return list(dict.fromkeys(name for _, name in sorted(layers)))
+
+
+def _require_modules(model, settings, fields: tuple[str, str]) -> None:
+    """Names peft would match against no module: a target is a traceback from peft, a module to save is
+    silently not trained at all. peft's rules: a target matches a module path it equals or ends with after
+    a dot (a string other than "all-linear": a regular expression over the whole path); a module to save,
+    a path it ends with."""
+    import re
+
+    from mmunlearn.errors import ConfigError
+
+    paths = [name for name, _ in model.named_modules() if name]
+    targets = settings.target_modules
+    if isinstance(targets, str):
+        target_found = (lambda name: name == "all-linear" or any(re.fullmatch(name, path) for path in paths))
+        targets = [targets]
+    else:
+        target_found = (lambda name: any(path == name or path.endswith(f".{name}") for path in paths))
+    checks = [(fields[0], list(targets), target_found),
+              (fields[1], list(settings.modules_to_save), lambda name: any(path.endswith(name) for path in paths))]
+    for field, names, found in checks:
+        missing = [name for name in names if not found(name)]
+        if missing:
+            raise ConfigError(f"{field}: {missing} names no module of the model (its layers with weights are "
+                              f"named e.g. {_layer_names(model)[:20]})")
 
 
 def merge_adapter(model):

@@ -266,7 +266,9 @@ def prepare_unlearning(params: Params, method: str, config: MethodConfig, modali
     processor, pad_token_id = vanilla.processor, vanilla.processor.tokenizer.pad_token_id
     # on the compute device already (the Trainer would move it there): the reference log-probabilities
     # below run on it too
-    model = place(add_lora(merge_adapter(vanilla.model), config.lora(params.finetune.lora)))
+    saved = f"methods.{method}.modules_to_save" if config.modules_to_save is not None else "finetune.lora.modules_to_save"
+    model = place(add_lora(merge_adapter(vanilla.model), config.lora(params.finetune.lora),
+                           ("finetune.lora.target_modules", saved)))
     try:
         loss.check_model(model)
     except ValueError as exc:  # before any checkpoint or run is started
