@@ -118,6 +118,10 @@ def test_study_stages_write_models_metrics_report_and_mlflow_runs(project, capsy
                                                                                      "ga-multimodal")]
     assert "ga-multimodal/adapter_model.safetensors" in artifacts
     assert unlearn_run.data.tags["git_commit"] and unlearn_run.data.params["method.ga.lr"] == "0.001"
+    assert unlearn_run.data.tags["git_source_edited"] in ("true", "false", "unknown")
+    # what was forgotten and how the adapter was shaped, readable from the run alone
+    assert unlearn_run.data.params["split.forget_percent"] == str(params.split.forget_percent)
+    assert unlearn_run.data.params["lora.r"] == str(params.finetune.lora.r)
 
 
 def _interrupted_evaluation_resumes(project: Path, capsys) -> None:

@@ -192,3 +192,24 @@ def test_a_shared_run_keeps_the_fullest_view_whatever_the_order_of_writing(tmp_p
     log_metrics_to(run_id, {"complete": 6, "front_size": 2}, config, step=6)
     metrics = MlflowClient(config.uri).get_run(run_id).data.metrics
     assert metrics["complete"] == 8 and metrics["front_size"] == 3
+
+
+def test_a_run_says_whether_its_code_was_edited_since_the_commit_it_names(tmp_path):
+    """The committed attack figures came from runs tagged with the commit before the code that made them."""
+    import subprocess
+
+    from mmunlearn.tracking import source_edited
+
+    package = tmp_path / "repo" / "src" / "pkg"
+    package.mkdir(parents=True)
+    (package / "code.py").write_text("x = 1\n")
+    assert source_edited(package) == "unknown"  # not a checkout
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path / "repo")]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "code"], check=True)
+    assert source_edited(package) == "false"
+    (tmp_path / "repo" / "metrics.json").write_text("{}")  # outputs beside the code do not count
+    assert source_edited(package) == "false"
+    (package / "code.py").write_text("x = 2\n")
+    assert source_edited(package) == "true"

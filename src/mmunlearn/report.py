@@ -53,13 +53,14 @@ def markdown_table(results_by_model: Mapping[tuple[str, str], Mapping]) -> str:
 
 
 def csv_table(results_by_model: Mapping[tuple[str, str], Mapping]) -> str:
-    lines = ["model,unlearned_on,modality,set,metric,value"]
+    """A row per model × modality × set × metric; ``n``: the questions the value averages."""
+    lines = ["model,unlearned_on,modality,set,metric,value,n"]
     for (title, unlearned_on), results in results_by_model.items():
         for set_name in EVALUATED_SETS:
             for modality in ("image", "text"):
                 cell = results.get(set_name, {}).get(modality, {})
-                lines += [f"{title},{unlearned_on},{modality},{set_name},{metric},{cell.get(metric, '')}"
-                          for metric, _ in COLUMNS]
+                lines += [f"{title},{unlearned_on},{modality},{set_name},{metric},{cell.get(metric, '')},"
+                          f"{cell.get(f'n_{metric}', '')}" for metric, _ in COLUMNS]
     return "\n".join(lines) + "\n"
 
 
@@ -168,21 +169,31 @@ clipped at −1). A fact kept likely but hidden from the attacks is not deleted.
 """
 
 
+def _optional_json(path: Path) -> dict | None:
+    """A metrics file the notes quote where it is there (the protocol comparison is a stage of its own)."""
+    return read_json(path) if path.is_file() else None
+
+
 def write_report(params: Params) -> Path:
     """reports/table.md + .csv, the trade-off plots and reports/attacks.md + .csv from every evaluated
     model's metrics; all logged to MLflow."""
     from mmunlearn import tracking
     from mmunlearn.attacks.stage import attack_metrics_path, attack_names
+    from mmunlearn.data.validation import quality_report_path
     from mmunlearn.evaluation.stage import metrics_path
     from mmunlearn.plots import write_tradeoff_plots
+    from mmunlearn.report_notes import attack_notes, table_setting
 
     results = _read_each(params, metrics_path, "evaluate", check_evaluation_layout)
     attacks = _read_each(params, attack_metrics_path, "attack")
     folder = params.paths.reports
     written = [folder / "table.md", folder / "table.csv", folder / "attacks.md", folder / "attacks.csv"]
-    write_text(written[0], TABLE_PREAMBLE + markdown_table(results))
+    setting = table_setting(params, results, _optional_json(quality_report_path(params.paths.metrics)),
+                            _optional_json(params.paths.metrics / "protocol_agreement.json"))
+    write_text(written[0], TABLE_PREAMBLE + setting + markdown_table(results))
     write_text(written[1], csv_table(results))
-    write_text(written[2], ATTACK_PREAMBLE + attack_markdown(attacks, attack_names(params.data.test_pose_difficulties)))
+    write_text(written[2], ATTACK_PREAMBLE + attack_notes(params)
+               + attack_markdown(attacks, attack_names(params.data.test_pose_difficulties)))
     write_text(written[3], attack_csv(attacks))
     plots = write_tradeoff_plots(results, folder / "plots")
     with tracking.stage_run(params.tracking, "report", "all", {"models": params.evaluated_models()},

@@ -46,10 +46,26 @@ def public_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _git_commit() -> str:
+    done = _git("rev-parse", "HEAD")
+    return done.stdout.strip() if done is not None and done.returncode == 0 else "unknown"
+
+
+def _git(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess | None:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=cwd)
+    except OSError:
+        return None
+
+
+def source_edited(package: Path = Path(__file__).resolve().parent) -> str:
+    """Whether the package's code differs from its checkout's commit (edited, not yet committed): the
+    commit tagged then does not say what code ran. Only the source counts: a study rewrites its tracked
+    metrics. "unknown" outside a git checkout."""
+    inside = _git("rev-parse", "--verify", "-q", "HEAD", cwd=package)  # outside one, git diff compares files
+    if inside is None or inside.returncode != 0:
         return "unknown"
+    done = _git("diff", "--quiet", "HEAD", "--", ".", cwd=package)
+    return {0: "false", 1: "true"}.get(done.returncode, "unknown") if done is not None else "unknown"
 
 
 def _cpu_model() -> str:
@@ -136,7 +152,8 @@ def stage_run(config: TrackingConfig, stage: str, model_name: str, params: Mappi
     import mlflow
 
     experiment_id = _experiment_id(config)
-    tags = {"stage": stage, "model": model_name, "git_commit": _git_commit(), "data_dvc_md5": data_hash(data_dvc),
+    tags = {"stage": stage, "model": model_name, "git_commit": _git_commit(), "git_source_edited": source_edited(),
+            "data_dvc_md5": data_hash(data_dvc),
             **machine_tags(), **(tags or {})}
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{stage}:{model_name}", tags=tags,
                           parent_run_id=parent_run_id, nested=parent_run_id is not None) as run:

@@ -24,6 +24,7 @@ from mmunlearn.config import AttackConfig, DataConfig, SplitConfig
 from mmunlearn.data.schema import Modality, Task
 from mmunlearn.data.splits import make_split
 from mmunlearn.data.synthetic import generate_benchmark
+from mmunlearn.errors import DataError
 from mmunlearn.models.tiny import build_tiny_model, tokenizer_corpus
 from mmunlearn.report import attack_csv, attack_markdown
 from mmunlearn.training.data import fact_tokens
@@ -291,3 +292,28 @@ def test_summary_and_report_show_each_rate_beside_the_vanilla_rate():
                                   for name, budget in lens.items()}, ("head_projection",))
     assert "head_projection (B≈21)" in lens_table
     assert "head_projection" not in table  # no model ran it: no empty column
+
+
+def test_a_vanilla_run_of_other_attack_settings_or_facts_is_refused_as_the_before(study, tmp_path):
+    """By hand, `attack --model ga-text` after the vanilla's run with attack.layers [-1] took that run's rates
+    as its "before" (no PD / PD², 5 candidates against 9) without a word."""
+    from mmunlearn.attacks.stage import _check_before
+
+    targets = forget_targets(study[0], rephrasings=2)
+    config = AttackConfig(layers=[-2, -1], budget=4)
+    records = [{"profile_id": t.profile_id, "attribute": t.attribute, "modality": str(t.modality), "attack": attack,
+                "budget": budget, "success": False}
+               for t in targets for attack, budget in (("head_projection", 5), ("probability_delta", 9),
+                                                       ("head_projection_each", 8), ("sample", 4),
+                                                       ("any_blackbox", 16))]
+    path = tmp_path / "vanilla.jsonl"
+    _check_before(records, targets, config, path)  # the same settings and facts: fine
+    for changed, needle in [
+        (config.model_copy(update={"layers": [-1]}), r"other white-box attacks .*attack.layers \[-1\] give "
+                                                     r"\['head_projection', 'head_projection_each'\]\)"),
+        (config.model_copy(update={"budget": 6}), r"another black-box budget \(\[4\] replies; attack.budget is 6\)"),
+    ]:
+        with pytest.raises(DataError, match=f"vanilla.jsonl was made with {needle}: attack the vanilla model again"):
+            _check_before(records, targets, changed, path)
+    with pytest.raises(DataError, match=r"another forget set \(\d+ facts differ\)"):
+        _check_before(records, targets[1:], config, path)

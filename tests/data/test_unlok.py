@@ -130,6 +130,20 @@ def test_malformed_records_are_named_not_tracebacks(images, tmp_path, change, ne
         import_unlok(path, images)
 
 
+def test_records_without_a_rephrased_question_are_named(images, tmp_path, caplog):
+    """Their Test rows asked nothing and validation passed them without a word."""
+    import logging
+
+    records = json.loads(RECORDS.read_text())
+    records[1]["rephrase"] = []
+    path = tmp_path / "records.json"
+    path.write_text(json.dumps(records))
+    with caplog.at_level(logging.WARNING, logger="mmunlearn.data.unlok"):
+        imported = import_unlok(path, images)
+    assert [row.id for row in imported.test if not row.items] == ["okvqa-7"]
+    assert "1 records have no rephrased question (field rephrase, e.g. ['okvqa-7'])" in caplog.text
+
+
 def test_a_whole_file_object_is_named_as_the_wrong_layout(images, tmp_path):
     """{"data": [...]} pretty-printed was read as JSON lines: "not valid JSON (line 1: Expecting property name")."""
     path = tmp_path / "records.json"

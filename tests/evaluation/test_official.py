@@ -45,6 +45,16 @@ def _question(split, set_name, task, modality):
                 and q.item.modality is modality)
 
 
+def test_more_people_to_show_than_the_retain_set_has_is_named(split):
+    """It was capped without a word at the retain set's size."""
+    from mmunlearn.errors import DataError
+
+    with pytest.raises(DataError, match=rf"evaluation.demo_people: 1000 people to show, but the retain set has "
+                                        rf"{len(split.retain)}; at most {len(split.retain) - 1}"):
+        Demonstrators.draw(list(split.retain), seed=0, shown=1000)
+    assert len(Demonstrators.draw(list(split.retain), seed=0, shown=len(split.retain) - 1).order) == len(split.retain)
+
+
 def test_multiple_choice_follows_every_question_of_two_people_each_stating_its_answer(split, tiny):
     _, processor = tiny
     drawn = Demonstrators.draw(list(split.retain), seed=0, shown=2)

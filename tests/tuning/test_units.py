@@ -135,3 +135,18 @@ def test_the_interactive_front_numbers_trials_as_the_summary_does():
     hover = " ".join(str(trace.text) for trace in
                      optuna.visualization.plot_pareto_front(study, target_names=["efficacy", "utility"]).data)
     assert '"number": 5' in hover and '"number": 4' not in hover
+
+
+def test_the_summary_says_how_many_distinct_settings_a_study_tried():
+    """Prompting's study read "6 / 0 / 0" trials, though its 6 draws held 2 prompts (the repeats reuse a result)."""
+    from mmunlearn.tuning.outputs import _markdown
+
+    def summary(complete: int, distinct: int) -> dict:
+        points = [{"trial": n, "efficacy": 0.5, "utility": 0.8, "params": {"lr": n}} for n in range(distinct)]
+        return {"objectives": {"efficacy": ["forget.text.rouge_l"], "utility": ["retain.text.rouge_l"]},
+                "trials": {"complete": complete, "pruned": 0, "fail": 0}, "front": points[:1], "all": points,
+                "vanilla": {"efficacy": 0.9, "utility": 0.9}}
+
+    table = _markdown({"prompting": "Prompting", "ga": "GA"}, {"prompting": summary(6, 2), "ga": summary(5, 5)},
+                      {"prompting": None, "ga": None})
+    assert "| Prompting | 6 (2 distinct) / 0 / 0 |" in table and "| GA | 5 / 0 / 0 |" in table

@@ -18,6 +18,7 @@ from pathlib import Path
 from mmunlearn.atomic import read_json, read_json_lines, write_json, write_json_lines
 from mmunlearn.attacks import KNOWN_FACTS, REWRITE_SCORE
 from mmunlearn.attacks.blackbox import (
+    ANY_BLACKBOX,
     SamplingSettings,
     blackbox_names,
     blackbox_replies,
@@ -26,6 +27,7 @@ from mmunlearn.attacks.blackbox import (
 from mmunlearn.attacks.deletion import FACT_GREEDY, FACT_LOGPROB, deletion_summary, fact_key, fact_readings
 from mmunlearn.attacks.targets import AttackTarget, forget_targets
 from mmunlearn.attacks.whitebox import (
+    LAYERS_NEEDED,
     WHITEBOX_ATTACKS,
     lens_query,
     whitebox_extractions,
@@ -137,18 +139,43 @@ def _before(params: Params, model_name: str) -> tuple[dict, list[dict]] | None:
     return found[0], found[1]
 
 
+def _check_before(before_records: Sequence[dict], targets: Sequence[AttackTarget], config: AttackConfig,
+                  path: Path) -> None:
+    """The vanilla's records must come from these attack settings and this forget set. Run by hand (not by
+    dvc repro), an attack after a change of attack.layers, attack.budget or the split took the vanilla's
+    old run as its "before" without a word. What its records show is checked: the facts, the white-box
+    attacks the layers allow, the black-box budget."""
+    problems = []
+    facts, theirs = {(t.profile_id, t.attribute, str(t.modality)) for t in targets}, {fact_key(r) for r in before_records}
+    if facts != theirs:
+        problems.append(f"another forget set ({len(facts ^ theirs)} facts differ)")
+    whitebox = {attack for attack in WHITEBOX_ATTACKS if LAYERS_NEEDED.get(attack, 1) <= len(config.layers)}
+    their_whitebox = {r["attack"] for r in before_records if r["attack"] in WHITEBOX_ATTACKS}
+    if their_whitebox and their_whitebox != whitebox:
+        problems.append(f"other white-box attacks ({sorted(their_whitebox)}; attack.layers {list(config.layers)} "
+                        f"give {sorted(whitebox)})")
+    budgets = {r["budget"] for r in before_records if r["attack"] not in WHITEBOX_ATTACKS and r["attack"] != ANY_BLACKBOX}
+    if budgets and budgets != {config.budget}:
+        problems.append(f"another black-box budget ({sorted(budgets)} replies; attack.budget is {config.budget})")
+    if problems:
+        raise DataError(f"{path} was made with {'; '.join(problems)}: attack the vanilla model again first "
+                        f"(`mmunlearn attack --model {BEFORE_MODEL}`, or dvc repro)")
+
+
 def attack_stage(params: Params, model_name: str) -> dict:
     from mmunlearn import tracking
     from mmunlearn.evaluation.stage import evaluation_split, inference_journal, load_for_evaluation
 
     split = evaluation_split(params, model_name)
-    before = _before(params, model_name)  # a missing prerequisite fails before any model work
+    targets = forget_targets(split, params.attack.rephrasings)
+    before = _before(params, model_name)  # a missing or mismatched prerequisite fails before any model work
+    if before is not None:
+        _check_before(before[1], targets, params.attack, attack_records_path(params, BEFORE_MODEL))
     model, processor, settings = load_for_evaluation(params, model_name)
     try:  # before the journal opens: a layer the model lacks failed once the attacks ran
         resolve_layers(model, params.attack.layers)
     except ValueError as exc:
         raise ConfigError(f"{params.source}: attack.layers: {exc}") from None
-    targets = forget_targets(split, params.attack.rephrasings)
     journal = inference_journal(params, "attack", model_name, {"attack": params.attack.model_dump(mode="json"),
                                                                  "rungs": params.data.test_pose_difficulties,
                                                                  "system_prompt": settings.system_prompt})

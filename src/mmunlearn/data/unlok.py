@@ -163,6 +163,10 @@ def import_unlok(records_path: Path, images_root: Path) -> Benchmark:
     if bare:  # validate's test_links suite requires one (the Test set asks with a re-posed image)
         log.warning("UnLOK-VQA: %d records have no paraphrase image in %s (e.g. %s): `mmunlearn validate` will "
                     "fail their Test rows", len(bare), images_root, bare[:3])
+    unasked = [row.id for row in test if not row.items]
+    if unasked:  # their Test rows ask nothing: the test set's figures then rest on the other records
+        log.warning("UnLOK-VQA: %d records have no rephrased question (field rephrase, e.g. %s): their Test rows "
+                    "ask nothing, and the black-box question rephrasings have none of theirs", len(unasked), unasked[:3])
     log.info("UnLOK-VQA: %d records, %d with neighbourhood questions, pose rungs %s", len(full), len(neighbourhoods), rungs)
     manifest = {"source": "UnLOK-VQA", "records": str(records_path), "count": len(full), "pose_rungs": rungs}
     return Benchmark(tuple(full), tuple(neighbourhoods), tuple(test), manifest)

@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from mmunlearn.data.schema import OPTION_LETTERS, Modality, Profile, QAItem, Task
+from mmunlearn.errors import DataError
 from mmunlearn.journal import JournalScope, resumed
 from mmunlearn.models.prompts import cloze_demonstration_text, encode_conversation, mcq_demonstration_text
 from mmunlearn.training.data import collate, model_inputs, on_device
@@ -50,6 +51,9 @@ class Demonstrators:
     @classmethod
     def draw(cls, pool: list[Profile], seed: int, shown: int) -> Demonstrators:
         """``pool`` in a seeded order."""
+        if shown >= len(pool):  # a question about one of them is asked after the others only
+            raise DataError(f"evaluation.demo_people: {shown} people to show, but the retain set has {len(pool)}; "
+                            f"at most {max(len(pool) - 1, 0)} (eval.py shows 1 or 2)")
         people = list(pool)
         random.Random(seed).shuffle(people)
         return cls(tuple(people), shown)

@@ -167,7 +167,8 @@ def finetune(params: Params, subset: str = "all") -> Path:
     target = params.paths.models / name
     train_on_examples(params, "finetune", name, model, dataset, config, answer_nll,
                       log_params={"model": params.model.model_dump(mode="json"),
-                                  "finetune": config.model_dump(mode="json"), "subset": subset},
+                                  "finetune": config.model_dump(mode="json"), "subset": subset,
+                                  "split": params.split.model_dump(mode="json")},
                       save=lambda folder, state: save_adapter(model, folder, state),
                       target=target, pad_token_id=loaded.processor.tokenizer.pad_token_id,
                       inputs=read_inputs(params, [None]))
@@ -305,8 +306,10 @@ def unlearn(params: Params, method: str, modality: str) -> Path:
     config: MethodConfig = params.methods[method]
     name = model_id(method, modality)
     target = params.paths.models / name
+    # the split and the adapter's LoRA too: a run read alone must say what was forgotten and how it was trained
     log_params = {"model": params.model.model_dump(mode="json"), "method": {method: config.model_dump(mode="json")},
-                  "unlearn": {"modality": modality}}
+                  "unlearn": {"modality": modality}, "split": params.split.model_dump(mode="json"),
+                  "lora": config.lora(params.finetune.lora).model_dump(mode="json")}
     stack = {"on_top_of": "vanilla", "system_prompt": config.system_prompt, "method": method, "modality": modality}
     if config.forget is None:  # evaluation-time method: nothing to train
         if is_main_process():

@@ -205,7 +205,9 @@ def _markdown(titles: dict, summaries: dict, points: dict) -> str:
         chosen = (f"{point['efficacy']:.3f} / {point['utility']:.3f} (trial {point['trial']})" if point
                   else "none within the utility budget")
         settings = ", ".join(f"`{k.split('.')[-1]}={_short(v_)}`" for k, v_ in point["params_yaml"].items()) if point else ""
-        lines.append(f"| {titles[method]} | {t['complete']} / {t['pruned']} / {t['fail']} | {len(summary['front'])} | "
+        # a trial that drew a finished one's settings reuses its result: say how many settings were really tried
+        distinct = f" ({len(summary['all'])} distinct)" if len(summary["all"]) < t["complete"] else ""
+        lines.append(f"| {titles[method]} | {t['complete']}{distinct} / {t['pruned']} / {t['fail']} | {len(summary['front'])} | "
                      f"{v['efficacy']:.3f} / {v['utility']:.3f} | {chosen} | {settings} |")
     lines += ["", "Plots: `plots/overlay.png`, `plots/<method>_front.png`; interactive: `html/<method>.html`.", ""]
     return "\n".join(lines)
