@@ -91,6 +91,19 @@ def test_fetch_pulls_from_a_dvc_remote(fresh_clone, tmp_path):
     assert json.loads(_run(["dvc", "status", "data.dvc", "--json"], fresh_clone).stdout) == {}
 
 
+def test_fetch_does_not_pull_the_pinned_data_of_older_settings(fresh_clone, tmp_path):
+    """With a remote, a changed data section pulled the pinned (old) data; validate then refused it."""
+    _run(["mmunlearn", "data", "fetch"], fresh_clone)
+    _run(["dvc", "remote", "add", "-d", "store", str(tmp_path / "remote")], fresh_clone)
+    _run(["dvc", "push", "data.dvc"], fresh_clone)
+    shutil.rmtree(fresh_clone / "data" / "benchmark")
+    params = fresh_clone / "params.yaml"
+    params.write_text(params.read_text().replace("seed: 1234", "seed: 1235", 1))
+    fetched = _run(["mmunlearn", "data", "fetch"], fresh_clone)
+    assert "benchmark generated" in fetched.stdout and "data.seed: 1234 → 1235" in fetched.stderr
+    assert json.loads((fresh_clone / "data/benchmark/manifest.json").read_text())["params"]["seed"] == 1235
+
+
 @pytest.mark.parametrize("remote", ["refusing", "silent"])
 def test_fetch_regenerates_when_the_dvc_remote_fails_or_says_nothing(fresh_clone, remote):
     # silent: accepts connections (the kernel's backlog) and never answers; refusing: nothing listens

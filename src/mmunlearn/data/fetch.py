@@ -130,8 +130,12 @@ def fetch(params: Params, root: Path = Path(".")) -> str:
         return "present"
     if not changed and pinned and _try_pull(root, dvc_file, params.data.pull_timeout_s) \
             and tracked_data_is_current(root, dvc_file):
-        log.info("pulled %s from the DVC remote", benchmark_dir)
-        return "pulled"
+        changed = params.data.source == "synthetic" and _settings_changed(benchmark_dir, params)
+        if not changed:
+            log.info("pulled %s from the DVC remote", benchmark_dir)
+            return "pulled"
+        log.info("pulled %s, but it was generated with other settings (%s); regenerating", benchmark_dir,
+                 "; ".join(changed))
     if _holds_other_data(benchmark_dir):  # replacing it with generated data would lose it
         if pinned:
             log.warning("%s is not what %s pins and no DVC remote brought that version; kept as it is, since the "
