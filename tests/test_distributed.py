@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -28,7 +29,10 @@ def test_torchrun_zero_finetune_writes_one_adapter_and_one_run(project, capsys, 
         assert run_cli(command, capsys)[0] == 0, command
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+    with socket.socket() as probe:  # a free port: a fixed one failed when another run on the machine held it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
               "-m", "mmunlearn", "finetune"]
     result = subprocess.run(launch, cwd=project, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
