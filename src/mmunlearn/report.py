@@ -180,7 +180,7 @@ def write_report(params: Params) -> Path:
     from mmunlearn import tracking
     from mmunlearn.attacks.stage import attack_metrics_path, attack_names
     from mmunlearn.data.validation import quality_report_path
-    from mmunlearn.evaluation.stage import metrics_path
+    from mmunlearn.evaluation.stage import agreement_metrics_path, metrics_path
     from mmunlearn.plots import write_tradeoff_plots
     from mmunlearn.report_notes import attack_notes, table_setting
 
@@ -189,7 +189,7 @@ def write_report(params: Params) -> Path:
     folder = params.paths.reports
     written = [folder / "table.md", folder / "table.csv", folder / "attacks.md", folder / "attacks.csv"]
     setting = table_setting(params, results, _optional_json(quality_report_path(params.paths.metrics)),
-                            _optional_json(params.paths.metrics / "protocol_agreement.json"))
+                            _optional_json(agreement_metrics_path(params)))
     write_text(written[0], TABLE_PREAMBLE + setting + markdown_table(results))
     write_text(written[1], csv_table(results))
     write_text(written[2], ATTACK_PREAMBLE + attack_notes(params)

@@ -100,11 +100,15 @@ def known_facts(vanilla_records: Sequence[dict], config: AttackConfig) -> set[tu
             and (r.get(FACT_GREEDY) or not config.known_generated)}
 
 
+def of_known(records: Sequence[dict], known: set | None) -> list[dict]:
+    """The records of ``known`` facts (all of them for None)."""
+    return [r for r in records if known is None or fact_key(r) in known]
+
+
 def known_counts(records: Sequence[dict], known: set | None) -> dict:
     """{modality: {n: facts scored, of: facts attacked}}."""
-    facts = {fact_key(r) for r in records}
-    return {modality: {"n": sum(1 for f in facts if f[2] == modality and (known is None or f in known)),
-                       "of": sum(1 for f in facts if f[2] == modality)}
+    facts, scored = {fact_key(r) for r in records}, {fact_key(r) for r in of_known(records, known)}
+    return {modality: {"n": sum(1 for f in scored if f[2] == modality), "of": sum(1 for f in facts if f[2] == modality)}
             for modality in sorted({f[2] for f in facts})}
 
 
@@ -112,9 +116,8 @@ def summarise(records: Sequence[dict], before: dict | None = None, known: set | 
     """{attack: {modality: {success, budget, n[, before]}}} from per-fact records (those of ``known`` facts
     only, when given)."""
     cells: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for record in records:
-        if known is None or fact_key(record) in known:
-            cells[(record["attack"], record["modality"])].append(record)
+    for record in of_known(records, known):
+        cells[(record["attack"], record["modality"])].append(record)
     summary: dict = {}
     for (attack, modality), rows in sorted(cells.items()):
         cell = {"success": sum(r["success"] for r in rows) / len(rows),
@@ -187,8 +190,7 @@ def attack_stage(params: Params, model_name: str) -> dict:
                               settings.system_prompt, journal)
         known = known_facts(before[1] if before else records, params.attack)
         summary = summarise(records, before and before[0], known)
-        scored = [r for r in records if known is None or fact_key(r) in known]
-        summary[REWRITE_SCORE] = deletion_summary(scored, before and before[1])
+        summary[REWRITE_SCORE] = deletion_summary(of_known(records, known), before and before[1])
         summary[KNOWN_FACTS] = known_counts(records, known)
         tracking.log_metrics({"attack": summary})
     write_json(attack_metrics_path(params, model_name), summary)

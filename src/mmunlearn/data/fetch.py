@@ -108,8 +108,9 @@ def _holds_other_data(folder: Path) -> bool:
 
 
 def _settings_changed(folder: Path, params: Params) -> list[str]:
-    """How params.data differs from what generated ``folder`` ([] if it does not, or no generated data is there)."""
-    if not (folder / MANIFEST_FILE).is_file():
+    """How params.data differs from what generated ``folder`` ([] if it does not, if no generated data is
+    there, or where nothing may be generated: ``data.source: pinned``)."""
+    if params.data.source != "synthetic" or not (folder / MANIFEST_FILE).is_file():
         return []
     try:
         return settings_changed_since(load_manifest(folder), params.data)
@@ -122,7 +123,7 @@ def fetch(params: Params, root: Path = Path(".")) -> str:
     dvc_file = root / params.paths.data_dvc
     benchmark_dir = root / params.paths.benchmark
     pinned = _versions(root, dvc_file, benchmark_dir)
-    changed = params.data.source == "synthetic" and _settings_changed(benchmark_dir, params)
+    changed = _settings_changed(benchmark_dir, params)
     if changed:  # the data.dvc version is the old settings' data: neither it nor a pull is what is asked for
         log.info("%s was generated with other settings (%s); regenerating", benchmark_dir, "; ".join(changed))
     elif pinned and benchmark_dir.is_dir() and tracked_data_is_current(root, dvc_file):
@@ -130,7 +131,7 @@ def fetch(params: Params, root: Path = Path(".")) -> str:
         return "present"
     if not changed and pinned and _try_pull(root, dvc_file, params.data.pull_timeout_s) \
             and tracked_data_is_current(root, dvc_file):
-        changed = params.data.source == "synthetic" and _settings_changed(benchmark_dir, params)
+        changed = _settings_changed(benchmark_dir, params)
         if not changed:
             log.info("pulled %s from the DVC remote", benchmark_dir)
             return "pulled"

@@ -79,12 +79,16 @@ def protocols_stage(params: Params, model_name: str = "vanilla") -> dict:
                             {"evaluation": params.evaluation.model_dump(mode="json")}, params.paths.data_dvc):
         summary, disagreements = compare_protocols(model, processor, split, settings, journal)
         tracking.log_metrics(summary)
-    write_json(params.paths.metrics / "protocol_agreement.json", summary)
+    write_json(agreement_metrics_path(params), summary)
     write_text(agreement_report_path(params), agreement_markdown(model_name, summary, disagreements))
     journal.finish()
     log.info("protocols: %s agree on %.1f%% of multiple-choice questions", model_name,
              100 * summary["overall"]["agreement"])
     return summary
+
+
+def agreement_metrics_path(params: Params) -> Path:
+    return params.paths.metrics / "protocol_agreement.json"
 
 
 def agreement_report_path(params: Params) -> Path:

@@ -326,6 +326,5 @@ def unlearn(params: Params, method: str, modality: str) -> Path:
     read = ["vanilla"] + (["retain"] if job.loss.reference_logprobs and config.reference == "retain" else [])
     train_on_examples(params, "unlearn", name, job.model, job.dataset, config, job.loss, log_params=log_params,
                       save=save, target=target, pad_token_id=job.pad_token_id,
-                      inputs={**read_inputs(params, read),
-                              "lora": config.lora(params.finetune.lora).model_dump(mode="json")})
+                      inputs=read_inputs(params, read))  # the adapter's LoRA is in log_params, fingerprinted too
     return target
